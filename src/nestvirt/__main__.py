@@ -1,0 +1,3 @@
+from nestvirt.cli import run
+
+run()

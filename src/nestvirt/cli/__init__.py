@@ -1,0 +1,101 @@
+"""The `nestvirt` command: parse, call the library, render. No policy here.
+
+Each subcommand lives in its own module and is imported only when run, so
+`nestvirt status` does not pay for libvirt, rich or PowerShell Remoting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from nestvirt import __version__
+from nestvirt.errors import ExitCode, NestvirtError
+
+# command name -> module in nestvirt.cli defining `command`
+COMMANDS: dict[str, str] = {
+    "status": "status",
+    "explain": "explain",
+    "probe": "probe",
+    "enable": "enable",
+    "disable": "enable",
+    "undo": "enable",
+    "history": "enable",
+    "host": "host",
+    "lab": "lab",
+    "preflight": "preflight",
+    "guard": "guard",
+    "collect": "collect",
+}
+
+# Where a module defines several commands, the attribute for each.
+ATTRIBUTES = {"disable": "disable_command", "undo": "undo_command", "history": "history_command"}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMANDS.get(cmd_name)
+        if module_name is None:
+            return None
+        try:
+            module = importlib.import_module(f"nestvirt.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"nestvirt.cli.{module_name}":
+                raise
+            return None  # listed but not built yet
+        command: click.Command = getattr(module, ATTRIBUTES.get(cmd_name, "command"))
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nestvirt")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def app(ctx: click.Context, debug: bool) -> None:
+    """Check, switch on, prove and keep safe nested virtualization."""
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map library errors to one stderr line and exit 2 (or their own code)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
+        os.environ.get("NESTVIRT_DEBUG")
+    )
+    try:
+        result: Any = app.main(args=argv, prog_name="nestvirt", standalone_mode=False)
+    except NestvirtError as exc:
+        if debug:
+            raise
+        click.echo(f"nestvirt: {exc}", err=True)
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("nestvirt: aborted", err=True)
+        return int(ExitCode.USAGE)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.USAGE)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("nestvirt: interrupted", err=True)
+        return 130
+    except Exception:
+        if debug:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        click.echo("nestvirt: internal error (a bug in nestvirt; please report it)", err=True)
+        return int(ExitCode.INTERNAL)
+    return int(result or 0)
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Library errors and the CLI's exit codes.
+
+Every error a user can cause derives from NestvirtError; the CLI turns it into
+one line on stderr and exit 2. Anything else is a bug in nestvirt (exit 3).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    READY = 0
+    NOT_READY = 1
+    USAGE = 2
+    INTERNAL = 3
+
+
+class NestvirtError(Exception):
+    """A problem the user can act on; its text is the one line shown."""
+
+    exit_code = ExitCode.USAGE
+
+
+class UsageError(NestvirtError):
+    """Bad arguments or an option combination that makes no sense."""
+
+
+class NotFound(NestvirtError):
+    """A VM, file or rule code that does not exist."""
+
+
+class ConnectError(NestvirtError):
+    """A hypervisor connection could not be opened or was lost."""
+
+
+class PermissionRequired(NestvirtError):
+    """The operation needs privileges this user does not have."""
+
+
+class Busy(NestvirtError):
+    """Another nestvirt holds the lock on the same VM or host."""
+
+
+class CannotFix(NestvirtError):
+    """A finding that no change nestvirt can make will clear."""
+
+    exit_code = ExitCode.NOT_READY

@@ -1,0 +1,1 @@
+"""Read-only fact gathering. Only facts/ and backends/ read the system."""

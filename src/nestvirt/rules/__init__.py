@@ -1,0 +1,154 @@
+"""The rule registry: one pure function per (code, platform), documented in its docstring.
+
+A rule yields Hit(message, fix) for each problem it sees; the registry turns
+hits into Findings carrying the rule's code, name and severity. Rules read
+facts only: they never touch the system (PRODUCT.md, "Architecture").
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from nestvirt.errors import NotFound
+from nestvirt.model import Finding, Severity
+
+
+class Target(StrEnum):
+    HOST = "host"
+    VM = "vm"
+    OPERATION = "operation"
+
+
+class Platform(StrEnum):
+    LINUX = "linux"  # a Linux/KVM host
+    LIBVIRT = "libvirt"  # a libvirt domain
+    WINDOWS = "windows"  # a Hyper-V host
+    HYPERV = "hyperv"  # a Hyper-V VM
+    ANY = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One problem a rule saw: a one-line message with real values, and a fix."""
+
+    message: str
+    fix: str | None = None
+    severity: Severity | None = None  # only where RULES.md gives a per-case severity
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    code: str
+    name: str
+    severity: Severity
+    target: Target
+    platform: Platform
+    check: Callable[..., Iterable[Hit]]
+    doc: str
+
+    @property
+    def summary(self) -> str:
+        return self.doc.strip().splitlines()[0]
+
+    def findings(self, *facts: Any) -> list[Finding]:
+        return [
+            Finding(self.code, self.name, hit.severity or self.severity, hit.message, hit.fix)
+            for hit in self.check(*facts)
+        ]
+
+
+HEADINGS = ("What it checks", "Why it matters", "Example", "Fix", "Sources")
+CODE_PATTERN = re.compile(r"^NV-[HVO]\d{2}$")
+
+# Renamed codes point to their successor; a code is never reused.
+RETIRED: dict[str, str] = {}
+
+# Modules that register rules; `load()` imports them on first use.
+RULE_MODULES = (
+    "nestvirt.rules.host_linux",
+    "nestvirt.rules.vm_libvirt",
+    "nestvirt.rules.host_windows",
+    "nestvirt.rules.vm_hyperv",
+    "nestvirt.rules.operations",
+)
+
+_REGISTRY: dict[str, list[Rule]] = {}
+_loaded = False
+
+
+def rule(
+    code: str, name: str, severity: Severity, *, target: Target, platform: Platform
+) -> Callable[[Callable[..., Iterable[Hit]]], Callable[..., Iterable[Hit]]]:
+    """Register a rule; the registry refuses malformed codes, clashes and missing docs."""
+
+    def register(check: Callable[..., Iterable[Hit]]) -> Callable[..., Iterable[Hit]]:
+        doc = check.__doc__ or ""
+        if not CODE_PATTERN.match(code):
+            raise ValueError(f"{code}: rule codes look like NV-H01")
+        if code in RETIRED:
+            raise ValueError(f"{code} is retired (now {RETIRED[code]}); never reuse a code")
+        missing = [h for h in HEADINGS if f"## {h}" not in doc]
+        if missing:
+            raise ValueError(f"{code}: docstring lacks headings {missing}")
+        for other in _REGISTRY.get(code, []):
+            if other.name != name or other.target is not target:
+                raise ValueError(f"{code}: name/target differ from {other.name}")
+            if other.platform is platform:
+                raise ValueError(f"{code}: registered twice for {platform}")
+        for rules in _REGISTRY.values():
+            if rules[0].name == name and rules[0].code != code:
+                raise ValueError(f"{name}: already the name of {rules[0].code}")
+        _REGISTRY.setdefault(code, []).append(
+            Rule(code, name, severity, target, platform, check, doc)
+        )
+        return check
+
+    return register
+
+
+def load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in RULE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real import error inside a rule module
+                raise
+    _loaded = True
+
+
+def all_rules() -> list[Rule]:
+    load()
+    return sorted((r for rs in _REGISTRY.values() for r in rs), key=lambda r: (r.code, r.platform))
+
+
+def rules_for(target: Target, platform: Platform) -> list[Rule]:
+    return [
+        r for r in all_rules() if r.target is target and r.platform in (platform, Platform.ANY)
+    ]
+
+
+def run(target: Target, platform: Platform, *facts: Any) -> list[Finding]:
+    """Every rule for this target and platform over the facts, in code order."""
+    return [f for r in rules_for(target, platform) for f in r.findings(*facts)]
+
+
+def lookup(code: str) -> list[Rule]:
+    load()
+    wanted = code.strip().upper()
+    if not wanted.startswith("NV-"):
+        wanted = "NV-" + wanted
+    wanted = RETIRED.get(wanted, wanted)
+    if wanted not in _REGISTRY:
+        for rules in _REGISTRY.values():  # a rule's name works as well as its code
+            if rules[0].name == code.strip().lower():
+                return list(rules)
+        raise NotFound(f"no rule {code!r}: `nestvirt explain --list` shows every code")
+    return list(_REGISTRY[wanted])
