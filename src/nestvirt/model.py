@@ -107,8 +107,6 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class HostReport:
     name: str
@@ -171,15 +169,15 @@ class StatusReport:
 
 __all__ = [
     "Change",
-    "HostReport",
-    "StatusReport",
-    "VmReport",
     "Evidence",
     "Finding",
+    "HostReport",
     "Plan",
     "Severity",
+    "StatusReport",
     "Unknown",
     "Verdict",
+    "VmReport",
     "to_jsonable",
     "verdict_of",
 ]

@@ -15,10 +15,7 @@ from nestvirt import rules
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def command(code: str | None, list_all: bool, as_json: bool) -> int:
     """Print what rule CODE checks, why it matters and how to fix it."""
-    if list_all or code is None:
-        found = rules.all_rules()
-    else:
-        found = rules.lookup(code)
+    found = rules.all_rules() if list_all or code is None else rules.lookup(code)
     if as_json:
         click.echo(json.dumps([_rule_json(r) for r in found], indent=2))
     elif list_all or code is None:

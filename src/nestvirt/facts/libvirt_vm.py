@@ -32,6 +32,8 @@ class LibvirtVmFacts:
     cpu_mode: str | None  # None (no <cpu>), custom, host-model, host-passthrough, maximum
     cpu_model: str | None
     cpu_features: dict[str, str] = field(default_factory=dict)  # name -> policy
+    # vmx/svm that the named model (QEMU's default qemu64 when <cpu> names none) carries itself
+    cpu_model_extensions: tuple[str, ...] | Unknown = ()
     live_cpu_features: dict[str, str] | None = None  # expanded CPU of a running domain
     memory_kib: int = 0
     current_memory_kib: int = 0

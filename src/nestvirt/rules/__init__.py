@@ -41,6 +41,9 @@ class Hit:
     severity: Severity | None = None  # only where RULES.md gives a per-case severity
 
 
+Check = Callable[..., Iterable[Hit]]
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     code: str
@@ -48,7 +51,7 @@ class Rule:
     severity: Severity
     target: Target
     platform: Platform
-    check: Callable[..., Iterable[Hit]]
+    check: Check
     doc: str
 
     @property
@@ -83,10 +86,10 @@ _loaded = False
 
 def rule(
     code: str, name: str, severity: Severity, *, target: Target, platform: Platform
-) -> Callable[[Callable[..., Iterable[Hit]]], Callable[..., Iterable[Hit]]]:
+) -> Callable[[Check], Check]:
     """Register a rule; the registry refuses malformed codes, clashes and missing docs."""
 
-    def register(check: Callable[..., Iterable[Hit]]) -> Callable[..., Iterable[Hit]]:
+    def register(check: Check) -> Check:
         doc = check.__doc__ or ""
         if not CODE_PATTERN.match(code):
             raise ValueError(f"{code}: rule codes look like NV-H01")
@@ -130,9 +133,7 @@ def all_rules() -> list[Rule]:
 
 
 def rules_for(target: Target, platform: Platform) -> list[Rule]:
-    return [
-        r for r in all_rules() if r.target is target and r.platform in (platform, Platform.ANY)
-    ]
+    return [r for r in all_rules() if r.target is target and r.platform in (platform, Platform.ANY)]
 
 
 def run(target: Target, platform: Platform, *facts: Any) -> list[Finding]:

@@ -1,0 +1,2 @@
+"""Backends: the only code that talks to a hypervisor. They read facts and
+apply plans; they never decide policy."""

@@ -1,0 +1,323 @@
+"""Read libvirt domains into LibvirtVmFacts. Read-only: writes live in libvirt_write.py.
+
+libvirt and lxml are imported here only, so commands that never touch
+libvirt do not pay for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from nestvirt.errors import ConnectError, NotFound, PermissionRequired
+from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
+from nestvirt.model import Unknown
+
+if TYPE_CHECKING:
+    import libvirt as libvirt_t
+
+DEFAULT_URI = "qemu:///system"
+
+# virDomainState numbers → the words of the status/1 contract.
+_STATES = {
+    0: "unknown",
+    1: "running",
+    2: "running",  # blocked: running, waiting on a resource
+    3: "paused",
+    4: "shutting-down",
+    5: "off",
+    6: "crashed",
+    7: "suspended",
+}
+
+# Filters that drop frames whose source MAC is not the interface's own.
+_MAC_SPOOF_FILTERS = frozenset({"no-mac-spoofing"})
+
+
+@cache
+def _libvirt() -> Any:
+    import libvirt
+
+    # libvirt prints every error to stderr by default; we report errors ourselves.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+def open_connection(uri: str | None, *, readonly: bool = False) -> libvirt_t.virConnect:
+    """Open a libvirt connection or raise ConnectError with libvirt's own reason."""
+    lv = _libvirt()
+    target = uri or DEFAULT_URI
+    try:
+        conn = lv.openReadOnly(target) if readonly else lv.open(target)
+    except lv.libvirtError as exc:
+        reason = exc.get_error_message() or str(exc)
+        if exc.get_error_code() == lv.VIR_ERR_AUTH_FAILED or "ermission denied" in reason:
+            raise PermissionRequired(f"cannot open {target}: {reason}") from exc
+        raise ConnectError(f"cannot connect to {target}: {reason}") from exc
+    if conn is None:
+        raise ConnectError(f"cannot connect to {target}")
+    return conn
+
+
+@contextmanager
+def connection(uri: str | None, *, readonly: bool = False) -> Iterator[libvirt_t.virConnect]:
+    conn = open_connection(uri, readonly=readonly)
+    try:
+        yield conn
+    finally:
+        try:
+            conn.close()
+        except _libvirt().libvirtError:
+            pass
+
+
+def lookup_domain(conn: libvirt_t.virConnect, name: str) -> libvirt_t.virDomain:
+    lv = _libvirt()
+    try:
+        return conn.lookupByName(name)
+    except lv.libvirtError as exc:
+        if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"no VM named {name!r} on {conn.getURI()}") from exc
+        raise ConnectError(f"cannot look up {name!r}: {exc.get_error_message()}") from exc
+
+
+def list_domains(conn: libvirt_t.virConnect) -> list[libvirt_t.virDomain]:
+    return sorted(conn.listAllDomains(0), key=lambda d: d.name())
+
+
+def inactive_xml(dom: libvirt_t.virDomain) -> str:
+    """The persistent definition, as `virsh dumpxml --inactive` prints it."""
+    lv = _libvirt()
+    flags = lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE
+    try:
+        return str(dom.XMLDesc(flags))
+    except lv.libvirtError:  # read-only connections may not see secure data
+        return str(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+
+
+def domain_state(dom: libvirt_t.virDomain) -> str:
+    state = _STATES.get(dom.state()[0], "unknown")
+    if state == "off" and _has_managed_save(dom) is True:
+        return "saved"
+    return state
+
+
+def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmFacts:
+    """Everything the VM rules read, from the inactive (and live) definition."""
+    from lxml import etree
+
+    root = etree.fromstring(inactive_xml(dom).encode())
+    running = dom.isActive() == 1
+    live_features = None
+    if running:
+        live = etree.fromstring(dom.XMLDesc(0).encode())
+        live_features = _cpu_features(live)
+    vendor, extensions = host_cpu(conn)
+    cpu = root.find("cpu")
+    mode = None if cpu is None else cpu.get("mode", "custom")
+    model = None if cpu is None else cpu.findtext("model")
+    return LibvirtVmFacts(
+        name=dom.name(),
+        uri=str(conn.getURI()),
+        state=domain_state(dom),
+        domain_type=root.get("type", ""),
+        host_cpu_vendor=vendor,
+        host_virt_extensions=extensions,
+        cpu_mode=mode,
+        cpu_model=model,
+        cpu_features=_cpu_features(root),
+        cpu_model_extensions=model_extensions(conn, mode, model),
+        live_cpu_features=live_features,
+        memory_kib=_kib(root.find("memory")),
+        current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
+        max_memory_kib=_kib(root.find("maxMemory")) if root.find("maxMemory") is not None else None,
+        virtio_mem_devices=len(root.findall("devices/memory[@model='virtio-mem']")),
+        balloon_model=_balloon_model(root),
+        interfaces=tuple(_interfaces(conn, root)),
+        has_managed_save=_has_managed_save(dom),
+        snapshot_count=_snapshot_count(dom),
+    )
+
+
+def _cpu_features(root: Any) -> dict[str, str]:
+    return {
+        f.get("name"): f.get("policy", "require")
+        for f in root.findall("cpu/feature")
+        if f.get("name")
+    }
+
+
+_UNITS = {
+    "b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2,
+    "mb": 1000**2, "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "t": 1024**4, "tib": 1024**4,
+    "tb": 1000**4,
+}  # fmt: skip
+
+
+def _kib(element: Any) -> int:
+    if element is None or not (element.text or "").strip():
+        return 0
+    unit = _UNITS.get(element.get("unit", "KiB").lower(), 1024)
+    return int(element.text.strip()) * unit // 1024
+
+
+def _first(root: Any, *paths: str) -> Any:
+    # lxml elements without children are falsy: compare with None, never `or`.
+    for path in paths:
+        node = root.find(path)
+        if node is not None:
+            return node
+    return None
+
+
+def _balloon_model(root: Any) -> str | None:
+    balloon = root.find("devices/memballoon")
+    return None if balloon is None else balloon.get("model")
+
+
+@cache
+def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
+    from lxml import etree
+
+    cpu = etree.fromstring(caps.encode()).find("host/cpu")
+    if cpu is None:
+        return None, ()
+    vendor = cpu.findtext("vendor")
+    names = {f.get("name") for f in cpu.findall("feature")}
+    return vendor, tuple(sorted(n for n in names if n in ("vmx", "svm")))
+
+
+def host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
+    """The host CPU vendor and its vmx/svm, as the connection's capabilities report it.
+
+    Capabilities list features beyond the named model only, so the model is
+    expanded through baselineCPU to see every feature.
+    """
+    lv = _libvirt()
+    caps = str(conn.getCapabilities())
+    vendor, extensions = _host_cpu_from_caps(caps)
+    if extensions:
+        return vendor, extensions
+    start, end = caps.find("<cpu>"), caps.find("</cpu>")
+    if start < 0 or end < 0:
+        return vendor, ()
+    try:
+        expanded = conn.baselineCPU(
+            [caps[start : end + len("</cpu>")]], lv.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
+        )
+    except lv.libvirtError:
+        return vendor, ()
+    found = [name for name in ("vmx", "svm") if f"name='{name}'" in (expanded or "")]
+    return vendor, tuple(found)
+
+
+# QEMU's CPU when a domain names none (x86 `pc`/`q35` machines).
+QEMU_DEFAULT_MODEL = "qemu64"
+
+
+def model_extensions(
+    conn: libvirt_t.virConnect, mode: str | None, model: str | None
+) -> tuple[str, ...] | Unknown:
+    """vmx/svm carried by the named CPU model itself, by libvirt's own CPU map."""
+    if mode in ("host-passthrough", "host-model", "maximum"):
+        return ()
+    return _model_extensions(conn, (model or QEMU_DEFAULT_MODEL).strip())
+
+
+def _model_extensions(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...] | Unknown:
+    lv = _libvirt()
+    from xml.sax.saxutils import escape
+
+    cpu = f"<cpu><arch>x86_64</arch><model>{escape(model)}</model></cpu>"
+    try:
+        expanded = conn.baselineCPU([cpu], lv.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES)
+    except lv.libvirtError as exc:
+        return Unknown(f"CPU model {model!r} not expandable: {exc.get_error_message()}")
+    return tuple(n for n in ("vmx", "svm") if f"name='{n}'" in (expanded or ""))
+
+
+def _interfaces(conn: libvirt_t.virConnect, root: Any) -> Iterator[Interface]:
+    for iface in root.findall("devices/interface"):
+        ref = iface.find("filterref")
+        top = None if ref is None else ref.get("filter")
+        chain: tuple[str, ...] = ()
+        blocks: bool | Unknown = False
+        if top:
+            chain, blocks = _filter_chain(conn, top)
+        source = iface.find("source")
+        source_name = None
+        if source is not None:
+            source_name = next(
+                (source.get(k) for k in ("network", "bridge", "dev", "name") if source.get(k)),
+                None,
+            )
+        mac = iface.find("mac")
+        yield Interface(
+            mac=None if mac is None else mac.get("address"),
+            kind=iface.get("type", ""),
+            source=source_name,
+            filter=top,
+            filter_chain=chain,
+            blocks_foreign_mac=blocks,
+        )
+
+
+def _filter_chain(conn: libvirt_t.virConnect, top: str) -> tuple[tuple[str, ...], bool | Unknown]:
+    """Follow <filterref> includes from `top`; say whether any filter drops foreign MACs."""
+    from lxml import etree
+
+    lv = _libvirt()
+    seen: list[str] = []
+    pending = [top]
+    blocks: bool | Unknown = False
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.append(name)
+        if name in _MAC_SPOOF_FILTERS:
+            blocks = True
+        try:
+            xml = conn.nwfilterLookupByName(name).XMLDesc(0)
+        except lv.libvirtError as exc:
+            if blocks is False:
+                blocks = Unknown(f"nwfilter {name!r} unreadable: {exc.get_error_message()}")
+            continue
+        node = etree.fromstring(xml.encode())
+        if _drops_foreign_mac(node):
+            blocks = True
+        pending.extend(
+            str(ref.get("filter")) for ref in node.findall("filterref") if ref.get("filter")
+        )
+    return tuple(seen), blocks
+
+
+def _drops_foreign_mac(filter_root: Any) -> bool:
+    """A rule that drops outgoing frames whose source MAC is not $MAC (no-mac-spoofing's rule)."""
+    for rule_node in filter_root.findall("rule"):
+        if rule_node.get("action") not in ("drop", "reject"):
+            continue
+        if rule_node.get("direction") not in ("out", "inout"):
+            continue
+        for mac in rule_node.findall("mac"):
+            if mac.get("match") == "no" and mac.get("srcmacaddr") == "$MAC":
+                return True
+    return False
+
+
+def _has_managed_save(dom: libvirt_t.virDomain) -> bool | Unknown:
+    lv = _libvirt()
+    try:
+        return bool(dom.hasManagedSaveImage(0))
+    except lv.libvirtError as exc:
+        return Unknown(f"managed-save check failed: {exc.get_error_message()}")
+
+
+def _snapshot_count(dom: libvirt_t.virDomain) -> int | Unknown:
+    lv = _libvirt()
+    try:
+        return int(dom.snapshotNum(0))
+    except lv.libvirtError as exc:
+        return Unknown(f"snapshot count failed: {exc.get_error_message()}")

@@ -1,0 +1,263 @@
+"""Facts about the Linux host nestvirt runs on. Read-only, standard library only.
+
+A fact that could not be read is Unknown(reason); a missing file is simply
+"not there" (STYLE.md, "Facts").
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import socket
+import stat
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nestvirt.model import Unknown
+from nestvirt.probe.result import HypervisorInfo, ProbeResult
+
+SYS_MODULE = Path("/sys/module")
+KVM_DEVICE = Path("/dev/kvm")
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+# Debian builds libvirt with these defaults when qemu.conf leaves user/group unset.
+QEMU_DEFAULT_USER, QEMU_DEFAULT_GROUP = "libvirt-qemu", "kvm"
+
+# MSRs kvm-ok reads: Intel IA32_FEATURE_CONTROL, AMD VM_CR.
+MSR_FEATURE_CONTROL = 0x3A
+MSR_VM_CR = 0xC0010114
+
+
+@dataclass(frozen=True, slots=True)
+class KvmDevice:
+    exists: bool
+    accessible: bool  # read+write for this process
+    mode: str | None = None  # "0600"
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LibvirtQemuAccess:
+    """Can the user libvirt runs QEMU as open /dev/kvm? (NV-H09)"""
+
+    user: str
+    group: str
+    can_open_kvm: bool | Unknown
+    daemon_can_open_kvm: bool  # root, which libvirtd runs as here
+
+
+@dataclass(frozen=True, slots=True)
+class LinuxHostFacts:
+    hostname: str
+    kernel: str
+    cpu_vendor: str | Unknown  # vendor_id: GenuineIntel, AuthenticAMD, …
+    cpu_model: str | Unknown
+    cpu_virt_flags: tuple[str, ...]  # vmx/svm in /proc/cpuinfo
+    kvm_loaded: bool
+    kvm_vendor_modules: tuple[str, ...]  # kvm_intel, kvm_amd, or another kvm_* module
+    nested: dict[str, str]  # vendor module -> raw `nested` parameter ("Y", "1", …)
+    kvm_device: KvmDevice
+    mem_available_bytes: int | Unknown
+    firmware_virt: str | Unknown  # "enabled" | "disabled"
+    hypervisor: HypervisorInfo | Unknown
+    probe: ProbeResult | None = None  # None when the probe did not run (no /dev/kvm)
+    libvirt_qemu: LibvirtQemuAccess | None = None  # None when libvirt's QEMU driver is absent
+    notes: tuple[str, ...] = field(default=())
+
+
+def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFacts:
+    cpuinfo = _cpuinfo()
+    vendor = cpuinfo.get("vendor_id", Unknown("no vendor_id in /proc/cpuinfo"))
+    flags = tuple(f for f in ("vmx", "svm") if f in cpuinfo.get("flags", "").split())
+    modules = vendor_modules()
+    device = kvm_device()
+    probe_result = None
+    if run_probe and device.exists:
+        from nestvirt.probe import run_probe as probe
+
+        probe_result = probe(timeout=probe_timeout)
+    return LinuxHostFacts(
+        hostname=socket.gethostname(),
+        kernel=os.uname().release,
+        cpu_vendor=vendor,
+        cpu_model=cpuinfo.get("model name", Unknown("no model name in /proc/cpuinfo")),
+        cpu_virt_flags=flags,
+        kvm_loaded=(SYS_MODULE / "kvm").is_dir(),
+        kvm_vendor_modules=modules,
+        nested={m: v for m in modules if (v := nested_param(m)) is not None},
+        kvm_device=device,
+        mem_available_bytes=mem_available(),
+        firmware_virt=firmware_virt(vendor if isinstance(vendor, str) else ""),
+        hypervisor=_hypervisor(),
+        probe=probe_result,
+        libvirt_qemu=libvirt_qemu_access(device),
+    )
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entry of /proc/cpuinfo."""
+    entry: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return entry
+    for line in text.splitlines():
+        if not line.strip():
+            if entry:
+                break
+            continue
+        key, _, value = line.partition(":")
+        entry.setdefault(key.strip(), value.strip())
+    return entry
+
+
+def vendor_modules() -> tuple[str, ...]:
+    """Loaded modules that serve /dev/kvm for a CPU vendor (kvm_intel, kvm_amd, kvm_pvm, …)."""
+    try:
+        names = sorted(p.name for p in SYS_MODULE.iterdir())
+    except OSError:
+        return ()
+    return tuple(n for n in names if n.startswith("kvm_") and n != "kvm_common")
+
+
+def nested_param(module: str) -> str | None:
+    try:
+        return (SYS_MODULE / module / "parameters" / "nested").read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+def kvm_device(path: Path = KVM_DEVICE) -> KvmDevice:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return KvmDevice(exists=False, accessible=False)
+    return KvmDevice(
+        exists=True,
+        accessible=os.access(path, os.R_OK | os.W_OK),
+        mode=f"{stat.S_IMODE(st.st_mode):04o}",
+        owner=_user_name(st.st_uid),
+        group=_group_name(st.st_gid),
+    )
+
+
+def mem_available() -> int | Unknown:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError) as exc:
+        return Unknown(f"/proc/meminfo unreadable: {exc}")
+    return Unknown("no MemAvailable in /proc/meminfo")
+
+
+def firmware_virt(vendor: str, msr_path: str = "/dev/cpu/0/msr") -> str | Unknown:
+    """What firmware allows, from the MSR kvm-ok reads. Needs root and the msr module."""
+    if vendor == "GenuineIntel":
+        register = MSR_FEATURE_CONTROL
+    elif vendor == "AuthenticAMD":
+        register = MSR_VM_CR
+    else:
+        return Unknown(f"no firmware MSR known for vendor {vendor or 'unknown'}")
+    try:
+        with open(msr_path, "rb", buffering=0) as msr:
+            msr.seek(register)
+            (value,) = struct.unpack("<Q", msr.read(8))
+    except FileNotFoundError:
+        return Unknown("msr module not loaded (modprobe msr), MSR not read")
+    except PermissionError:
+        return Unknown("MSR readable by root only")
+    except OSError as exc:  # the hypervisor may refuse the read (EIO)
+        return Unknown(f"MSR {register:#x} not readable: {exc.strerror}")
+    return "disabled" if msr_says_disabled(vendor, value) else "enabled"
+
+
+def msr_says_disabled(vendor: str, value: int) -> bool:
+    """kvm-ok's test: Intel locked (bit 0), VMX outside SMX (bit 2) clear; AMD SVMDIS (bit 4)."""
+    if vendor == "GenuineIntel":
+        return bool(value & 0x1) and not value & 0x4
+    return bool(value & 0x10)
+
+
+def _hypervisor() -> HypervisorInfo | Unknown:
+    from nestvirt.probe.cpuid import detect_hypervisor
+
+    try:
+        return detect_hypervisor()
+    except OSError as exc:  # CPUID could not be executed (no executable mapping allowed)
+        return Unknown(f"CPUID not run: {exc}")
+
+
+def libvirt_qemu_access(device: KvmDevice, conf: Path = QEMU_CONF) -> LibvirtQemuAccess | None:
+    """Whether the user/group in qemu.conf can open /dev/kvm (NV-H09)."""
+    try:
+        text = conf.read_text()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return LibvirtQemuAccess(
+            "?", "?", Unknown(f"{conf} readable by root only"), device.accessible
+        )
+    user = _conf_value(text, "user") or QEMU_DEFAULT_USER
+    group = _conf_value(text, "group") or QEMU_DEFAULT_GROUP
+    if not device.exists:
+        return LibvirtQemuAccess(user, group, False, False)
+    return LibvirtQemuAccess(user, group, can_open(user, group), daemon_can_open())
+
+
+def _conf_value(text: str, key: str) -> str | None:
+    match = re.search(rf'^\s*{key}\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def can_open(user: str, group: str, path: Path = KVM_DEVICE) -> bool | Unknown:
+    """Read+write for user/group by mode bits, owner and supplementary groups."""
+    try:
+        st = path.stat()
+        uid, gids = _account_ids(user, group)
+    except KeyError as exc:
+        return Unknown(f"no such account: {exc.args[0]}")
+    except OSError as exc:
+        return Unknown(str(exc))
+    if uid == 0:
+        return True
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == uid:
+        return mode & 0o600 == 0o600
+    if st.st_gid in gids:
+        return mode & 0o060 == 0o060
+    return mode & 0o006 == 0o006
+
+
+def _account_ids(user: str, group: str) -> tuple[int, set[int]]:
+    """uid and every gid of qemu.conf's user/group; '+N' is a number, as libvirt allows."""
+    gid = int(group[1:]) if group.startswith("+") else grp.getgrnam(group).gr_gid
+    if user.startswith("+"):
+        return int(user[1:]), {gid}
+    account = pwd.getpwnam(user)
+    extra = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    return account.pw_uid, {gid, account.pw_gid, *extra}
+
+
+def daemon_can_open() -> bool:
+    # libvirtd runs as root; root opens a char device whatever its mode.
+    return KVM_DEVICE.exists()
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

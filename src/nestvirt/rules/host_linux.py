@@ -1,0 +1,346 @@
+"""Linux host rules NV-H01…NV-H09 (RULES.md, "Host — Linux"). Pure functions of LinuxHostFacts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from nestvirt.facts.linux_host import KvmDevice, LinuxHostFacts
+from nestvirt.model import Finding, Severity, Unknown
+from nestvirt.probe.result import HypervisorInfo, ProbeResult, Stage
+from nestvirt.rules import Check, Hit, Platform, Target, lookup, rule
+
+GIB = 1024**3
+NESTED_ON = frozenset({"Y", "y", "1"})
+NESTED_OFF = frozenset({"N", "n", "0"})
+VENDOR_MODULE = {"GenuineIntel": "kvm_intel", "AuthenticAMD": "kvm_amd"}
+DEVICE_STAGES = frozenset({Stage.NO_DEVICE, Stage.DENIED})
+
+
+def host_rule(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
+    return rule(code, name, severity, target=Target.HOST, platform=Platform.LINUX)
+
+
+def probe_ran_guest(probe: ProbeResult | None) -> bool:
+    return probe is not None and any(m.ok for m in probe.modes.values())
+
+
+@host_rule("NV-H01", "cpu-virt-missing", Severity.ERROR)
+def cpu_virt_missing(host: LinuxHostFacts) -> Iterator[Hit]:
+    """The CPU shows neither VT-x (vmx) nor AMD-V (svm), and KVM cannot run a guest.
+
+    ## What it checks
+    The `flags` line of `/proc/cpuinfo` for `vmx` or `svm`. Flags alone are not
+    the whole truth: a paravirtual KVM module (for example `kvm_pvm`) serves
+    `/dev/kvm` on CPUs without either flag. So when the KVM probe runs a guest
+    anyway, this is reported as information naming the module that does it.
+
+    ## Why it matters
+    Without the extensions no hardware-assisted hypervisor can run here, and a
+    VM started here cannot be given them to run its own hypervisor.
+
+    ## Example
+    A cloud VM type without nested virtualization: no `vmx` in the flags and
+    no `/dev/kvm`.
+
+    ## Fix
+    Enable VT-x/AMD-V in the firmware setup, or on a cloud VM pick a machine
+    type or flag that exposes nested virtualization. Without them, QEMU's TCG
+    can still emulate AMD SVM for a lab VM (slowly): see `nestvirt lab`.
+
+    ## Sources
+    kvm-ok (cpu-checker); REFERENCE.md, "Linux / KVM".
+    """
+    if host.cpu_virt_flags:
+        return
+    if probe_ran_guest(host.probe):
+        module = ", ".join(host.kvm_vendor_modules) or "an unnamed module"
+        yield Hit(
+            f"no vmx/svm in /proc/cpuinfo, yet /dev/kvm runs guests (served by {module}): "
+            "guests started here get no hardware extensions to nest with",
+            "for a nested lab use TCG with an SVM CPU model (`nestvirt lab`)",
+            severity=Severity.INFO,
+        )
+        return
+    yield Hit(
+        "the CPU shows neither vmx nor svm and KVM cannot run a guest here",
+        "enable VT-x/AMD-V in firmware, or pick a cloud machine type that exposes nesting",
+    )
+
+
+@host_rule("NV-H02", "firmware-virt-disabled", Severity.ERROR)
+def firmware_virt_disabled(host: LinuxHostFacts) -> Iterator[Hit]:
+    """The firmware has switched the virtualization extensions off.
+
+    ## What it checks
+    The MSR kvm-ok reads: Intel IA32_FEATURE_CONTROL (0x3a) locked with
+    "VMXON outside SMX" clear, or AMD VM_CR (0xc0010114) with SVMDIS set. It
+    needs root and the `msr` module; when the MSR cannot be read the check is
+    skipped, never failed.
+
+    ## Why it matters
+    The CPU may list `vmx`/`svm` while the firmware forbids using them: KVM
+    then fails to load or refuses to create VMs.
+
+    ## Example
+    A server delivered with "Intel Virtualization Technology: Disabled".
+
+    ## Fix
+    Enable VT-x/AMD-V (SVM mode) in the firmware setup, then power-cycle.
+
+    ## Sources
+    kvm-ok; Intel SDM vol. 3 §23.7; AMD APM vol. 2 §15.4.
+    """
+    if host.firmware_virt == "disabled":
+        register = "VM_CR SVMDIS" if host.cpu_vendor == "AuthenticAMD" else "IA32_FEATURE_CONTROL"
+        yield Hit(
+            f"firmware has disabled virtualization ({register})",
+            "enable VT-x/AMD-V in the firmware setup and power-cycle",
+        )
+
+
+@host_rule("NV-H03", "kvm-module-missing", Severity.ERROR)
+def kvm_module_missing(host: LinuxHostFacts) -> Iterator[Hit]:
+    """No KVM vendor module is loaded.
+
+    ## What it checks
+    `/sys/module` for `kvm_intel`, `kvm_amd`, or another `kvm_*` module that
+    serves `/dev/kvm`.
+
+    ## Why it matters
+    `kvm.ko` alone runs nothing: the vendor module drives VT-x or AMD-V.
+
+    ## Example
+    A fresh host where the module was blacklisted or never loaded.
+
+    ## Fix
+    `modprobe kvm_intel` or `modprobe kvm_amd`.
+
+    ## Sources
+    Linux `Documentation/virt/kvm/`.
+    """
+    if host.kvm_vendor_modules:
+        return
+    module = VENDOR_MODULE.get(host.cpu_vendor if isinstance(host.cpu_vendor, str) else "")
+    yield Hit(
+        "no KVM vendor module is loaded"
+        + ("" if host.kvm_loaded else " (kvm itself is not loaded either)"),
+        f"modprobe {module}" if module else "modprobe kvm_intel  # or kvm_amd",
+    )
+
+
+@host_rule("NV-H04", "nested-param-off", Severity.ERROR)
+def nested_param_off(host: LinuxHostFacts) -> Iterator[Hit]:
+    """The vendor module's `nested` parameter is off.
+
+    ## What it checks
+    `/sys/module/kvm_intel/parameters/nested` or `kvm_amd`'s: `N`, `n` or `0`
+    is off; `Y`, `y`, `1` is on. A module without the parameter is not judged.
+
+    ## Why it matters
+    With `nested` off, KVM hides VT-x/AMD-V from every guest whatever the
+    guest's CPU model asks for.
+
+    ## Example
+    An older distribution kernel (before Linux 4.20 the default was off).
+
+    ## Fix
+    `nestvirt host enable` writes `/etc/modprobe.d/nestvirt-kvm.conf` and
+    reloads the module when no VM is running.
+
+    ## Sources
+    Linux `Documentation/virt/kvm/x86/running-nested-guests.rst`.
+    """
+    for module, value in sorted(host.nested.items()):
+        if value in NESTED_OFF:
+            yield Hit(
+                f"{module} nested={value}: guests cannot see the virtualization extensions",
+                "nestvirt host enable",
+            )
+
+
+@host_rule("NV-H05", "kvm-device-inaccessible", Severity.ERROR)
+def kvm_device_inaccessible(host: LinuxHostFacts) -> Iterator[Hit]:
+    """`/dev/kvm` is missing or this user cannot read and write it.
+
+    ## What it checks
+    Whether `/dev/kvm` exists and is open for read and write to the user
+    running nestvirt (also what the probe met when it opened the device).
+
+    ## Why it matters
+    QEMU and every other KVM user need it; without it guests fall back to
+    slow emulation or fail to start.
+
+    ## Example
+    A CI runner or container without the device, or a user not in group `kvm`.
+
+    ## Fix
+    Load the KVM module; add the user to group `kvm` (`usermod -aG kvm USER`),
+    or pass the device into the container.
+
+    ## Sources
+    virt-host-validate; kvm-ok.
+    """
+    yield from device_hits(host.kvm_device, host.probe)
+
+
+def device_hits(device: KvmDevice | None, probe: ProbeResult | None) -> Iterator[Hit]:
+    stage = probe.failure.stage if probe and probe.failure else None
+    if (device is not None and not device.exists) or stage is Stage.NO_DEVICE:
+        yield Hit("/dev/kvm does not exist", "modprobe kvm_intel  # or kvm_amd")
+    elif (device is not None and not device.accessible) or stage is Stage.DENIED:
+        where = f" ({device.mode} {device.owner}:{device.group})" if device and device.mode else ""
+        yield Hit(
+            f"/dev/kvm is not readable and writable for this user{where}",
+            "add the user to group kvm (usermod -aG kvm USER) and log in again",
+        )
+
+
+@host_rule("NV-H06", "low-memory", Severity.WARNING)
+def low_memory(host: LinuxHostFacts) -> Iterator[Hit]:
+    """Less than 4 GiB of memory is available.
+
+    ## What it checks
+    `MemAvailable` in `/proc/meminfo`.
+
+    ## Why it matters
+    A VM that runs its own VMs needs memory for both levels; below 4 GiB
+    available, nested guests swap or fail to start.
+
+    ## Example
+    A 4 GiB laptop running a desktop and one VM.
+
+    ## Fix
+    Free memory, or give the host more.
+
+    ## Sources
+    SEED-SUMMARY.md (4 GB threshold of Enable-NestedVm.ps1).
+    """
+    available = host.mem_available_bytes
+    if isinstance(available, int) and available < 4 * GIB:
+        yield Hit(f"MemAvailable is {available / GIB:.1f} GiB, below 4 GiB", "free memory")
+
+
+@host_rule("NV-H07", "kvm-not-functional", Severity.ERROR)
+def kvm_not_functional(host: LinuxHostFacts) -> Iterator[Hit]:
+    """`/dev/kvm` opens but KVM cannot run guest code.
+
+    ## What it checks
+    The result of `nestvirt probe`: it creates a VM and a vCPU through the KVM
+    API and runs a real-mode and a 64-bit guest; any refusal, error, wrong
+    exit, wrong data or timeout fires this rule.
+
+    ## Why it matters
+    Flag and device checks (kvm-ok, virt-host-validate) say yes on hosts where
+    guests then hang or fail; only running a guest proves KVM works.
+
+    ## Example
+    A broken or paravirtual KVM module whose `KVM_RUN` fails or never returns.
+
+    ## Fix
+    Read the probe's detail (`nestvirt probe`); check `dmesg` for KVM errors,
+    the module's version, and the hypervisor this host runs under.
+
+    ## Sources
+    Linux `Documentation/virt/kvm/api.rst`.
+    """
+    yield from functional_hits(host.probe)
+
+
+def functional_hits(probe: ProbeResult | None) -> Iterator[Hit]:
+    if probe is None:
+        return
+    failures = [probe.failure] if probe.failure else []
+    failures += [m.failure for m in probe.modes.values() if m.failure and m.failure not in failures]
+    for failure in failures:
+        if failure.stage not in DEVICE_STAGES:
+            yield Hit(
+                f"KVM could not run a guest ({failure.stage}): {failure.detail}",
+                "nestvirt probe  # then check dmesg and the KVM module",
+            )
+
+
+@host_rule("NV-H08", "host-is-guest", Severity.INFO)
+def host_is_guest(host: LinuxHostFacts) -> Iterator[Hit]:
+    """This machine itself runs under a hypervisor.
+
+    ## What it checks
+    CPUID leaf 1 ECX bit 31 and the signature at leaf 0x40000000, with
+    `/sys/hypervisor` and DMI as fallback.
+
+    ## Why it matters
+    VMs started here are already one level down: whether they can run their
+    own hypervisor depends on what the outer hypervisor gives this machine.
+
+    ## Example
+    A cloud VM: "KVM" or "Microsoft Hyper-V" signature.
+
+    ## Fix
+    Nothing to fix; to nest deeper, the outer hypervisor must expose the
+    extensions to this machine.
+
+    ## Sources
+    Intel SDM CPUID leaf 1; REFERENCE.md, "Which hypervisor am I under".
+    """
+    yield from guest_hits(host.hypervisor)
+
+
+def guest_hits(hypervisor: HypervisorInfo | Unknown | None) -> Iterator[Hit]:
+    if isinstance(hypervisor, HypervisorInfo) and hypervisor.present:
+        name = hypervisor.name or "an unidentified hypervisor"
+        signature = f" (signature {hypervisor.signature!r})" if hypervisor.signature else ""
+        yield Hit(f"this machine is a guest of {name}{signature}")
+
+
+@host_rule("NV-H09", "kvm-device-hidden-from-libvirt", Severity.WARNING)
+def kvm_device_hidden_from_libvirt(host: LinuxHostFacts) -> Iterator[Hit]:
+    """libvirt runs QEMU as a user that cannot open `/dev/kvm`, while the daemon can.
+
+    ## What it checks
+    The `user`/`group` of `/etc/libvirt/qemu.conf` (Debian's default:
+    `libvirt-qemu`, group `kvm`) against the owner, group and mode of
+    `/dev/kvm`.
+
+    ## Why it matters
+    libvirt probes QEMU's capabilities as that user. When QEMU sees no KVM
+    but the daemon does, libvirt marks its capability cache outdated ("/dev/kvm
+    has changed") on every call and probes QEMU again: each define or start
+    then costs tens of seconds (44 s measured), and KVM guests cannot start.
+
+    ## Example
+    A host or container without udev: `/dev/kvm` stays `root:root 0600`.
+
+    ## Fix
+    Group `kvm` and mode 0660, as distributions' udev rule sets
+    (`KERNEL=="kvm", GROUP="kvm", MODE="0660"`): `nestvirt host enable`
+    applies it and installs the rule where udev runs.
+
+    ## Sources
+    libvirt `src/qemu/qemu_capabilities.c` (virQEMUCapsIsValid); systemd's
+    `50-udev-default.rules`.
+    """
+    access = host.libvirt_qemu
+    if access is None or access.can_open_kvm is not False or not access.daemon_can_open_kvm:
+        return
+    device = host.kvm_device
+    yield Hit(
+        f"/dev/kvm is {device.mode} {device.owner}:{device.group}: libvirt's QEMU user "
+        f"{access.user}:{access.group} cannot open it, so libvirt re-probes QEMU on every call",
+        "nestvirt host enable  # chgrp kvm /dev/kvm && chmod 0660 /dev/kvm",
+    )
+
+
+def probe_findings(result: ProbeResult) -> list[Finding]:
+    """NV-H05/H07/H08 from a probe result alone (`nestvirt probe`, the lab's guests)."""
+    hits = {
+        "NV-H05": device_hits(None, result),
+        "NV-H07": functional_hits(result),
+        "NV-H08": guest_hits(result.hypervisor),
+    }
+    findings = []
+    for code, code_hits in hits.items():
+        (meta,) = (r for r in lookup(code) if r.platform is Platform.LINUX)
+        for hit in code_hits:
+            findings.append(
+                Finding(code, meta.name, hit.severity or meta.severity, hit.message, hit.fix)
+            )
+    return findings

@@ -1,0 +1,342 @@
+"""VM rules for libvirt domains (RULES.md, "VM", libvirt column): pure functions of facts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.model import Severity, Unknown
+from nestvirt.rules import Check, Hit, Platform, Target, rule
+
+GIB_KIB = 1024 * 1024
+ON = frozenset({"require", "force"})
+OFF = frozenset({"disable", "forbid"})
+HOST_MODES = frozenset({"host-passthrough", "host-model", "maximum"})
+EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm"}
+
+
+def vm_rule(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
+    return rule(code, name, severity, target=Target.VM, platform=Platform.LIBVIRT)
+
+
+def is_tcg(vm: LibvirtVmFacts) -> bool:
+    return vm.domain_type == "qemu"
+
+
+def wanted_extension(vm: LibvirtVmFacts) -> str | None:
+    """The extension this domain can be given: svm under TCG, else the host vendor's."""
+    if is_tcg(vm):
+        return "svm"
+    return EXTENSION_OF_VENDOR.get(vm.host_cpu_vendor or "")
+
+
+def exposes(vm: LibvirtVmFacts) -> bool:
+    """Whether the guest CPU of this definition will carry vmx/svm."""
+    return next(hidden_reasons(vm), None) is None
+
+
+def hidden_reasons(vm: LibvirtVmFacts) -> Iterator[str]:
+    ext = wanted_extension(vm)
+    if ext is None:
+        yield f"host CPU vendor {vm.host_cpu_vendor or 'unknown'} has no known extension"
+        return
+    policy = vm.cpu_features.get(ext)
+    if policy in OFF:
+        yield f"the CPU definition has <feature policy='{policy}' name='{ext}'/>"
+        return
+    if policy in ON:
+        return
+    mode = vm.cpu_mode
+    if is_tcg(vm):
+        if mode == "maximum":
+            return  # QEMU's `max` CPU under TCG carries svm
+        if mode in ("host-passthrough", "host-model"):
+            yield f"{mode} under TCG does not guarantee svm; require it on a named model"
+            return
+    elif mode in HOST_MODES:
+        return
+    carried = vm.cpu_model_extensions
+    if isinstance(carried, Unknown):
+        yield f"the CPU model's features are unknown ({carried.reason}) and {ext} is not required"
+    elif ext not in carried:
+        model = vm.cpu_model or "QEMU's default (qemu64)"
+        yield f"CPU model {model} does not carry {ext} and the definition does not require it"
+
+
+@vm_rule("NV-V01", "virt-extensions-hidden", Severity.ERROR)
+def virt_extensions_hidden(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The guest CPU will not show `vmx`/`svm`, so the VM cannot run a hypervisor.
+
+    ## What it checks
+    The domain's `<cpu>`: `host-passthrough`/`host-model` pass the host's
+    extension (under KVM); a named model passes it only when the model carries
+    it (libvirt's CPU map) or a `<feature policy='require'|'force'>` asks for
+    it; `disable`/`forbid` hides it. Under TCG (`<domain type='qemu'>`) only
+    `svm` can be exposed: QEMU emulates AMD SVM but not Intel VMX.
+
+    ## Why it matters
+    Inside the VM, `kvm_intel`/`kvm_amd` will not load and Hyper-V, WSL2 or
+    any other hypervisor refuses to start.
+
+    ## Example
+    `<cpu mode='custom'><model>Skylake-Client</model></cpu>` on an Intel host,
+    or `<feature policy='disable' name='svm'/>`.
+
+    ## Fix
+    `nestvirt enable VM`: host-passthrough (or host-model) for KVM domains,
+    `<feature policy='require' name='svm'/>` for TCG domains.
+
+    ## Sources
+    libvirt "Domain XML format: CPU model and topology"; Linux
+    `running-nested-guests.rst`; QEMU `target/i386/cpu.c` (TCG features).
+    """
+    for reason in hidden_reasons(vm):
+        yield Hit(
+            f"{wanted_extension(vm) or 'vmx/svm'} hidden from the guest: {reason}",
+            f"nestvirt enable {vm.name}",
+        )
+
+
+@vm_rule("NV-V02", "dynamic-memory", Severity.WARNING)
+def dynamic_memory(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The VM's memory can change while it runs.
+
+    ## What it checks
+    `<currentMemory>` below `<memory>` (a balloon target), a `<maxMemory>`
+    (memory hotplug), or a `virtio-mem` device.
+
+    ## Why it matters
+    A VM that runs its own VMs pins memory for them: shrinking or growing it
+    at run time stalls or crashes the nested guests.
+
+    ## Example
+    `<memory unit='KiB'>8388608</memory><currentMemory unit='KiB'>4194304</currentMemory>`.
+
+    ## Fix
+    `nestvirt enable VM` sets currentMemory = memory (removing maxMemory or
+    virtio-mem only with `--remove-hotplug`).
+
+    ## Sources
+    SEED-SUMMARY.md ("dynamic memory"); libvirt "Memory allocation".
+    """
+    if vm.current_memory_kib and vm.current_memory_kib < vm.memory_kib:
+        yield Hit(
+            f"currentMemory {vm.current_memory_kib // 1024} MiB is below memory "
+            f"{vm.memory_kib // 1024} MiB: the balloon resizes it at run time",
+            f"nestvirt enable {vm.name}",
+        )
+    if vm.max_memory_kib is not None:
+        yield Hit(
+            f"maxMemory {vm.max_memory_kib // 1024} MiB allows memory hotplug",
+            f"nestvirt enable {vm.name} --remove-hotplug",
+        )
+    if vm.virtio_mem_devices:
+        yield Hit(
+            f"{vm.virtio_mem_devices} virtio-mem device(s) resize memory at run time",
+            f"nestvirt enable {vm.name} --remove-hotplug",
+        )
+
+
+@vm_rule("NV-V03", "memory-below-4gib", Severity.WARNING)
+def memory_below_4gib(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The VM has less than 4 GiB of memory.
+
+    ## What it checks
+    `<memory>` of the definition.
+
+    ## Why it matters
+    The VM's own OS and its nested guests share it; below 4 GiB nested guests
+    rarely have room.
+
+    ## Example
+    `<memory unit='MiB'>2048</memory>`.
+
+    ## Fix
+    `nestvirt enable VM --memory 4GiB`.
+
+    ## Sources
+    Enable-NestedVm.ps1 (4 GB threshold); SEED-SUMMARY.md.
+    """
+    if vm.memory_kib < 4 * GIB_KIB:
+        yield Hit(
+            f"memory is {vm.memory_kib / GIB_KIB:.2g} GiB, below 4 GiB",
+            f"nestvirt enable {vm.name} --memory 4GiB",
+        )
+
+
+@vm_rule("NV-V04", "mac-spoofing-blocked", Severity.WARNING)
+def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """A network filter drops frames from MAC addresses other than the VM's own.
+
+    ## What it checks
+    Each interface's `<filterref>`, following includes through the connection:
+    `no-mac-spoofing`, `clean-traffic` (which includes it), or any filter with
+    a rule dropping outgoing frames whose source MAC is not `$MAC`.
+
+    ## Why it matters
+    Nested guests send with their own MAC addresses through the VM's adapter:
+    such frames are dropped and the nested guests get no network.
+
+    ## Example
+    `<filterref filter='clean-traffic'/>` on the VM's interface.
+
+    ## Fix
+    `nestvirt enable VM --mac-spoofing` drops the blocking filter, or keep it
+    and use NAT inside the VM (the nested guests then share the VM's MAC).
+
+    ## Sources
+    libvirt "Network Filters" (no-mac-spoofing, clean-traffic); SEED-SUMMARY.md.
+    """
+    for iface in vm.interfaces:
+        name = iface.mac or iface.source or iface.kind
+        if iface.blocks_foreign_mac is True:
+            chain = " -> ".join(iface.filter_chain)
+            yield Hit(
+                f"interface {name}: filter {chain} drops frames from foreign MACs; "
+                "nested guests get no network (or use NAT inside the VM)",
+                f"nestvirt enable {vm.name} --mac-spoofing",
+            )
+        elif isinstance(iface.blocks_foreign_mac, Unknown):
+            yield Hit(
+                f"interface {name}: filter {iface.filter} not fully readable "
+                f"({iface.blocks_foreign_mac.reason})",
+                severity=Severity.INFO,
+            )
+
+
+@vm_rule("NV-V05", "saved-state", Severity.WARNING)
+def saved_state(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The VM has a managed-save image.
+
+    ## What it checks
+    `virDomainHasManagedSaveImage`.
+
+    ## Why it matters
+    A saved image holds the old CPU definition: the VM would resume without
+    the extensions. `enable` must discard it (after saying so).
+
+    ## Example
+    `virsh managedsave VM` before a host reboot.
+
+    ## Fix
+    `nestvirt enable VM` discards it after asking, or start the VM and shut it
+    down cleanly first.
+
+    ## Sources
+    Enable-NestedVm.ps1 (Remove-VMSavedState); libvirt managed save.
+    """
+    if vm.has_managed_save is True:
+        yield Hit(
+            "a managed-save image exists: the VM would resume with its old CPU",
+            f"nestvirt enable {vm.name}  # discards it after asking",
+        )
+
+
+@vm_rule("NV-V06", "checkpoints-present", Severity.WARNING)
+def checkpoints_present(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The VM has snapshots.
+
+    ## What it checks
+    The number of domain snapshots.
+
+    ## Why it matters
+    Reverting a snapshot taken before nesting was enabled brings back the old
+    CPU; reverting one of a running VM with nested guests breaks them.
+
+    ## Example
+    `virsh snapshot-list VM` shows entries.
+
+    ## Fix
+    Review the snapshots; delete those you will not revert to.
+
+    ## Sources
+    Get-NestedVirtStatus.ps1 (checkpoints); SEED-SUMMARY.md known issues.
+    """
+    if isinstance(vm.snapshot_count, int) and vm.snapshot_count > 0:
+        yield Hit(
+            f"{vm.snapshot_count} snapshot(s): reverting one can undo nesting or break nested "
+            "guests",
+            f"virsh snapshot-list {vm.name}",
+        )
+
+
+@vm_rule("NV-V07", "restart-required", Severity.INFO)
+def restart_required(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The VM is running: a change takes effect only after a full stop and start.
+
+    ## What it checks
+    The domain state.
+
+    ## Why it matters
+    The CPU definition is read when QEMU starts; a reboot inside the guest is
+    not enough.
+
+    ## Example
+    `nestvirt enable VM` on a running VM.
+
+    ## Fix
+    `nestvirt enable VM --stop`, or shut the VM down, then start it.
+
+    ## Sources
+    libvirt domain lifecycle.
+    """
+    if vm.state not in ("off", "saved", "crashed"):
+        yield Hit(f"the VM is {vm.state}: changes apply after a full stop and start")
+
+
+@vm_rule("NV-V09", "cpu-vendor-mismatch", Severity.ERROR)
+def cpu_vendor_mismatch(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """The domain asks for the other vendor's extension than the host has.
+
+    ## What it checks
+    A KVM domain requiring `vmx` on an AMD host or `svm` on an Intel host.
+    (Under TCG `svm` is emulated on any host; `vmx` never is: see NV-V01.)
+
+    ## Why it matters
+    KVM cannot emulate the other vendor's extension: the domain fails to start
+    (`check='full'`) or the guest sees nothing.
+
+    ## Example
+    A definition copied from an Intel host: `<feature policy='require' name='vmx'/>`
+    on an AMD EPYC host.
+
+    ## Fix
+    `nestvirt enable VM` replaces it with the host's extension (or host-passthrough).
+
+    ## Sources
+    libvirt CPU feature policies; QEMU CPU features.
+    """
+    if is_tcg(vm):
+        return
+    own = EXTENSION_OF_VENDOR.get(vm.host_cpu_vendor or "")
+    if own is None:
+        return
+    other = "svm" if own == "vmx" else "vmx"
+    if vm.cpu_features.get(other) in ON:
+        yield Hit(
+            f"requires {other} on a {vm.host_cpu_vendor} host, which only has {own}",
+            f"nestvirt enable {vm.name}",
+        )
+
+
+@vm_rule("NV-V10", "balloon-present", Severity.INFO)
+def balloon_present(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """A memory balloon device can resize the VM's memory at run time.
+
+    ## What it checks
+    A `<memballoon>` whose model is not `none`.
+
+    ## Why it matters
+    The host can take memory back from a VM that runs nested guests.
+
+    ## Example
+    `<memballoon model='virtio'/>` (libvirt adds one by default).
+
+    ## Fix
+    Leave it unused, or set `<memballoon model='none'/>`.
+
+    ## Sources
+    libvirt "Memory balloon device".
+    """
+    if vm.balloon_model not in (None, "none"):
+        yield Hit(f"a {vm.balloon_model} memory balloon can resize memory at run time")
