@@ -1,0 +1,51 @@
+"""`nestvirt status`: verdicts for the host and its VMs."""
+
+from __future__ import annotations
+
+import click
+
+from nestvirt.errors import ExitCode
+
+
+@click.command()
+@click.argument("vms", nargs=-1)
+@click.option("--connect", "-c", metavar="URI", help="libvirt URI (default: qemu:///system).")
+@click.option("--host-only", is_flag=True, help="Report the host only.")
+@click.option(
+    "--hyperv",
+    metavar="HOST",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting.",
+)
+@click.option("--snapshot", metavar="FILE", help="Analyse a collected Hyper-V snapshot offline.")
+@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.status/1 JSON.")
+def command(
+    vms: tuple[str, ...],
+    connect: str | None,
+    host_only: bool,
+    hyperv: str | None,
+    snapshot: str | None,
+    as_json: bool,
+) -> int:
+    """Tell whether this host and its VMs are ready for nested virtualization.
+
+    Exit 0: all ready; 1: something is not ready; 2: usage or connection error.
+    """
+    from nestvirt.status import status
+
+    report = status(
+        list(vms), connect=connect, host_only=host_only, hyperv=hyperv, snapshot=snapshot
+    )
+    for note in report.notes:
+        click.echo(f"nestvirt: {note}", err=True)
+    if as_json:
+        from nestvirt.render import print_json
+
+        print_json(report.to_json())
+    else:
+        from nestvirt.render import print_status
+
+        print_status(report)
+    return int(ExitCode.READY if report.verdict == "ready" else ExitCode.NOT_READY)

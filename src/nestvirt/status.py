@@ -1,0 +1,88 @@
+"""`nestvirt status`: gather facts, run the rules, build the report. No output here."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from nestvirt import rules
+from nestvirt.errors import ConnectError, UsageError
+from nestvirt.facts import linux_host
+from nestvirt.model import HostReport, StatusReport, VmReport, to_jsonable
+from nestvirt.rules import Platform, Target
+
+LOCAL_URI = "qemu:///system"
+
+
+def host_report(*, probe_timeout: float = 2.0) -> HostReport:
+    facts = linux_host.gather(probe_timeout=probe_timeout)
+    findings = rules.run(Target.HOST, Platform.LINUX, facts)
+    return HostReport(facts.hostname, "linux", to_jsonable(facts), tuple(findings))
+
+
+def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool) -> StatusReport:
+    """The local host, plus the VMs of `connect` (default qemu:///system when it answers)."""
+    if host_only and vm_names:
+        raise UsageError("--host-only takes no VM names")
+    host = host_report()
+    if host_only:
+        return StatusReport(host)
+    from nestvirt.backends import libvirt as backend
+
+    uri = connect or LOCAL_URI
+    try:
+        conn = backend.open_connection(uri, readonly=True)
+    except ConnectError as exc:
+        if connect or vm_names:
+            raise
+        return StatusReport(host, notes=(f"{exc}; reporting the host only",))
+    try:
+        if _is_remote(uri):
+            host = remote_host_report(conn, uri)
+        domains = [backend.lookup_domain(conn, n) for n in vm_names] or backend.list_domains(conn)
+        reports = []
+        for dom in domains:
+            facts = backend.vm_facts(conn, dom)
+            findings = rules.run(Target.VM, Platform.LIBVIRT, facts)
+            reports.append(VmReport(facts.name, "libvirt", facts.state, tuple(findings)))
+    finally:
+        conn.close()
+    return StatusReport(host, tuple(reports))
+
+
+def remote_host_report(conn: object, uri: str) -> HostReport:
+    """A remote libvirt host: what its capabilities say; host rules need nestvirt there."""
+    from nestvirt.backends import libvirt as backend
+
+    vendor, extensions = backend.host_cpu(conn)  # type: ignore[arg-type]
+    facts = {
+        "uri": uri,
+        "cpu_vendor": vendor,
+        "virt_extensions": list(extensions),
+        "note": "host rules run only on the machine nestvirt runs on; run nestvirt there",
+    }
+    return HostReport(str(conn.getHostname()), "linux", facts, ())  # type: ignore[attr-defined]
+
+
+def _is_remote(uri: str) -> bool:
+    return bool(urlparse(uri).hostname)
+
+
+def status(
+    vm_names: list[str],
+    *,
+    connect: str | None = None,
+    host_only: bool = False,
+    hyperv: str | None = None,
+    snapshot: str | None = None,
+) -> StatusReport:
+    """One entry point for every platform; `hyperv` is a host name or "" for this machine."""
+    if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
+        raise UsageError("use one of --connect, --hyperv and --snapshot")
+    if hyperv is not None or snapshot is not None:
+        if host_only and vm_names:
+            raise UsageError("--host-only takes no VM names")
+        from nestvirt.backends import hyperv as hv
+
+        report = hv.status_report(host=hyperv or None, snapshot=snapshot, vm_names=vm_names)
+        return StatusReport(report.host) if host_only else report
+    return libvirt_status(vm_names, connect=connect, host_only=host_only)
