@@ -65,7 +65,7 @@ def test_registry_refuses_bad_rules() -> None:
     check.__doc__ = doc
     with pytest.raises(ValueError, match="look like"):
         rules.rule("NV-Z01", "z", Severity.INFO, target=Target.HOST, platform=Platform.ANY)(check)
-    with pytest.raises(ValueError, match="registered twice|name"):
+    with pytest.raises(ValueError, match=r"registered twice|name"):
         rules.rule("NV-H01", "cpu-virt-missing", Severity.ERROR, target=Target.HOST,
                    platform=Platform.LINUX)(check)  # fmt: skip
     check.__doc__ = "no headings"
