@@ -1,0 +1,71 @@
+"""One writer per VM (or per host): an flock on a file in the state directory.
+
+The lock is keyed by connection URI + VM UUID, so the same VM reached twice
+through the same URI shares one lock, and a VM renamed meanwhile still does.
+The kernel drops the lock when the process dies: no stale lock files to clean.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from nestvirt import statedir
+from nestvirt.errors import Busy
+
+
+def lock_path(kind: str, *parts: str) -> Path:
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    directory = statedir.state_dir() / "locks"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    return directory / f"{kind}-{digest}.lock"
+
+
+@contextmanager
+def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]:
+    """Hold the lock for (kind, parts) or raise Busy naming `what` and the holder's pid.
+
+    `wait` > 0 retries for that many seconds before giving up.
+    """
+    path = lock_path(kind, *parts)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _holder(fd)
+                    raise Busy(
+                        f"another nestvirt{holder} is changing {what} right now "
+                        f"(lock {path}); try again when it has finished"
+                    ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def vm_lock(uri: str, uuid: str, name: str, *, wait: float = 0.0) -> AbstractContextManager[Path]:
+    return held("vm", uri, uuid, what=f"VM {name!r}", wait=wait)
+
+
+def host_lock(*, wait: float = 0.0) -> AbstractContextManager[Path]:
+    return held("host", "host", what="this host's KVM configuration", wait=wait)
+
+
+def _holder(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""

@@ -1,0 +1,63 @@
+"""Where nestvirt keeps its journal and locks, and how it writes files atomically.
+
+As root: /var/lib/nestvirt. Otherwise $XDG_STATE_HOME/nestvirt (default
+~/.local/state/nestvirt). NESTVIRT_STATE_DIR overrides both (tests, packagers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from nestvirt.errors import PermissionRequired
+
+ROOT_STATE_DIR = Path("/var/lib/nestvirt")
+
+
+def state_dir(*, create: bool = True) -> Path:
+    """The state directory for this user; created (mode 0700) unless create=False."""
+    override = os.environ.get("NESTVIRT_STATE_DIR")
+    if override:
+        path = Path(override)
+    elif os.geteuid() == 0:
+        path = ROOT_STATE_DIR
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
+        path = base / "nestvirt"
+    if create:
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermissionRequired(
+                f"cannot create state directory {path}: {exc.strerror}"
+            ) from exc
+    return path
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
+    """Write `data` to `path` so readers see the old file or the new one, never half.
+
+    Temp file in the same directory, fsync, rename, fsync of the directory.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
