@@ -49,8 +49,9 @@ def _probe(
     hypervisor = cpuid.detect_hypervisor()
     try:
         extensions = cpuid.virt_extensions()
+        cpu_vendor: str | None = cpuid.vendor()
     except OSError:
-        extensions = ()
+        extensions, cpu_vendor = (), None
     module = kvm.vendor_module()
 
     def finish(
@@ -70,6 +71,7 @@ def _probe(
             hypervisor=hypervisor,
             virt_extensions=extensions,
             vendor_module=module,
+            cpu_vendor=cpu_vendor,
         )
 
     def not_run(failure: Failure) -> dict[str, ModeResult]:

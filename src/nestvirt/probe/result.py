@@ -68,3 +68,4 @@ class ProbeResult:
     hypervisor: HypervisorInfo | None = None
     virt_extensions: tuple[str, ...] = ()  # "vmx"/"svm" seen in CPUID (not /proc flags)
     vendor_module: str | None = None  # which kernel module serves /dev/kvm, if known
+    cpu_vendor: str | None = None  # CPUID leaf 0: "GenuineIntel", "AuthenticAMD", …
