@@ -304,21 +304,11 @@ def _ldd(paths: list[Path]) -> list[Path]:
     return sorted(needed)
 
 
-# The part of nestvirt the guest runs: the probe (with the model, errors, rules and facts it
-# imports) and the lab's guest side. Stdlib only; the rest (CLI, backends) stays out.
-GUEST_PACKAGES = ("probe", "rules", "facts")
-GUEST_MODULES = (
-    "__init__.py", "__main__.py", "model.py", "errors.py", "lab/__init__.py", "lab/guest.py",
-    "lab/console.py",
-)  # fmt: skip
-
-
 def _nestvirt_sources() -> list[Path]:
+    """All of nestvirt's .py files: the probe loads every rule module (and what they import);
+    the CLI, rich and libvirt parts are imported lazily and never run in the guest."""
     package = Path(nestvirt.__file__).parent
-    files = [package / m for m in GUEST_MODULES if (package / m).exists()]
-    for sub in GUEST_PACKAGES:
-        files += [p for p in (package / sub).rglob("*.py") if "__pycache__" not in p.parts]
-    return sorted(files)
+    return sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 # -- key and build ------------------------------------------------------------------------------
