@@ -124,9 +124,12 @@ $cs = Get-CimInstance -ClassName Win32_ComputerSystem
 $cpu = @(Get-CimInstance -ClassName Win32_Processor)
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
 try {
-    $dg = Get-CimInstance -Namespace 'root\Microsoft\Windows\DeviceGuard' -ClassName Win32_DeviceGuard
+    $dg = Get-CimInstance -Namespace 'root\Microsoft\Windows\DeviceGuard' `
+        -ClassName Win32_DeviceGuard
     $vbs = $null
-    if ($null -ne $dg.VirtualizationBasedSecurityStatus) { $vbs = [int]$dg.VirtualizationBasedSecurityStatus }
+    if ($null -ne $dg.VirtualizationBasedSecurityStatus) {
+        $vbs = [int]$dg.VirtualizationBasedSecurityStatus
+    }
     $deviceGuard = [ordered]@{
         VirtualizationBasedSecurityStatus = $vbs
         SecurityServicesRunning = @($dg.SecurityServicesRunning | ForEach-Object { [int]$_ })
@@ -168,8 +171,10 @@ $vmOut = @(foreach ($vm in $vms) {
             Minimum = [long]$mem.Minimum; Maximum = [long]$mem.Maximum
         }
         'Get-VMNetworkAdapter' = @(Get-VMNetworkAdapter -VM $vm | ForEach-Object {
-            [ordered]@{ Name = $_.Name; Id = NvText $_.Id
-                        MacAddressSpoofing = NvText $_.MacAddressSpoofing; SwitchName = $_.SwitchName }
+            [ordered]@{
+                Name = $_.Name; Id = NvText $_.Id
+                MacAddressSpoofing = NvText $_.MacAddressSpoofing; SwitchName = $_.SwitchName
+            }
         })
         'Get-VMSnapshot' = @(Get-VMSnapshot -VM $vm | ForEach-Object {
             [ordered]@{ Name = $_.Name; SnapshotType = NvText $_.SnapshotType }
@@ -209,7 +214,9 @@ INVOKE_SCRIPT = (
 $allowed = @('"""
     + "', '".join(WRITE_CMDLETS)
     + r"""')
-if ($allowed -notcontains $NvArgs.cmdlet) { throw "nestvirt: not an allowed cmdlet: $($NvArgs.cmdlet)" }
+if ($allowed -notcontains $NvArgs.cmdlet) {
+    throw "nestvirt: not an allowed cmdlet: $($NvArgs.cmdlet)"
+}
 $splat = @{}
 foreach ($prop in $NvArgs.parameters.PSObject.Properties) { $splat[$prop.Name] = $prop.Value }
 $vm = Get-VM -Id $NvArgs.vm_id
@@ -226,7 +233,9 @@ ADAPTER_SPOOFING_SCRIPT = (
 $ids = @($NvArgs.adapter_ids)
 $vm = Get-VM -Id $NvArgs.vm_id
 $adapters = @(Get-VMNetworkAdapter -VM $vm | Where-Object { $ids -contains $_.Id })
-if ($adapters.Count -ne $ids.Count) { throw "nestvirt: the VM's network adapters changed since nestvirt read them" }
+if ($adapters.Count -ne $ids.Count) {
+    throw "nestvirt: the VM's network adapters changed since nestvirt read them"
+}
 $null = $adapters | Set-VMNetworkAdapter -MacAddressSpoofing $NvArgs.value
 Out-NvJson $null
 """
@@ -276,7 +285,10 @@ try {
         category = "$($_.CategoryInfo.Category)"
     }
     $nvJson = ConvertTo-Json -InputObject $nvErr -Compress
-    [Console]::Error.Write([regex]::Replace($nvJson, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value }))
+    $nvJson = [regex]::Replace($nvJson, '[^\x00-\x7F]', {
+        param($m) '\u{0:x4}' -f [int][char]$m.Value
+    })
+    [Console]::Error.Write($nvJson)
     exit 1
 }
 """

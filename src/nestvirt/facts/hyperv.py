@@ -340,9 +340,7 @@ def parse_vm(p: _Parser, raw: Any, path: str) -> HyperVVmFacts:
                 ),
                 switch_name=opt_str(aobj, "SwitchName", f"{ap}[{i}]"),
                 adapter_id=(
-                    None
-                    if aobj.get("Id") is None
-                    else p.typed(aobj["Id"], f"{ap}[{i}].Id", "str")
+                    None if aobj.get("Id") is None else p.typed(aobj["Id"], f"{ap}[{i}].Id", "str")
                 ),
             )
         )

@@ -1,0 +1,321 @@
+"""VM rules for Hyper-V (NV-V01…NV-V08), over (HyperVVmFacts, HyperVHostFacts).
+
+The successor of Get-NestedVirtStatus.ps1's per-VM checks and of the checks
+Enable-NestedVm.ps1 made before changing a VM, plus what later guidance added
+(configuration versions, AMD, NAT instead of MAC spoofing). Every fix is the
+PowerShell to run, with the VM name as a single-quoted literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from nestvirt.backends.hyperv_ps import ps_quote
+from nestvirt.facts.hyperv import GIB, HyperVHostFacts, HyperVVmFacts
+from nestvirt.model import Severity, Unknown
+from nestvirt.rules import Hit, Platform, Target, rule
+
+MIN_MEMORY_BYTES = 4 * GIB
+MIN_VERSION_INTEL = (8, 0)
+MIN_VERSION_AMD = (9, 3)
+
+
+def _gib(n: int) -> str:
+    """4294967296 → "4 GiB", 1610612736 → "1.5 GiB", 536870912 → "512 MiB"."""
+    if n >= GIB:
+        return f"{n // GIB} GiB" if n % GIB == 0 else f"{n / GIB:.2f}".rstrip("0") + " GiB"
+    return f"{n / 1024**2:.0f} MiB"
+
+
+def _version(v: tuple[int, ...]) -> str:
+    return ".".join(map(str, v))
+
+
+@rule(
+    "NV-V01", "virt-extensions-hidden", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV
+)
+def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM does not see the host's VT-x / AMD-V.
+
+    ## What it checks
+    `Get-VMProcessor`'s `ExposeVirtualizationExtensions` is false.
+
+    ## Why it matters
+    Hyper-V hides the virtualization extensions from its guests unless told
+    otherwise; without them the guest cannot run Hyper-V (or any hypervisor).
+
+    ## Example
+    A new VM (`ExposeVirtualizationExtensions` false): fires. After
+    `nestvirt enable VM`: does not.
+
+    ## Fix
+    With the VM off: `Set-VMProcessor -VMName 'VM' -ExposeVirtualizationExtensions $true`
+    (`nestvirt enable VM --hyperv` does it, and the rest of this list).
+
+    ## Sources
+    The preview page, "How" and step 2 (Enable-NestedVm.ps1); REFERENCE.md,
+    Get-NestedVirtStatus.ps1 and Enable-NestedVm.ps1; later Microsoft guidance
+    (`Set-VMProcessor -VMName X -ExposeVirtualizationExtensions $true`).
+    """
+    if not vm.expose_virtualization_extensions:
+        yield Hit(
+            f"VM {vm.name!r} does not expose the virtualization extensions "
+            "(ExposeVirtualizationExtensions is false)",
+            f"Set-VMProcessor -VMName {ps_quote(vm.name)} -ExposeVirtualizationExtensions $true",
+        )
+
+
+@rule("NV-V02", "dynamic-memory", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV)
+def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """Dynamic memory is on: a VM running a hypervisor will not start.
+
+    ## What it checks
+    `Get-VMMemory`'s `DynamicMemoryEnabled` is true. On Hyper-V this is an
+    **error** (the libvirt counterpart of this rule is a warning).
+
+    ## Why it matters
+    The preview page: with nesting enabled, dynamic memory must be off or the VM
+    will not start; later guidance: while Hyper-V runs inside the VM its memory
+    only changes with the VM off, and dynamic memory does not fluctuate.
+
+    ## Example
+    `DynamicMemoryEnabled` true: an error. False: nothing.
+
+    ## Fix
+    With the VM off: `Set-VMMemory -VMName 'VM' -DynamicMemoryEnabled $false`.
+
+    ## Sources
+    The preview page, "Known issues" and FAQ ("the VM does not start");
+    REFERENCE.md, both scripts; later Microsoft guidance (memory changes only
+    with the VM off).
+    """
+    if vm.dynamic_memory_enabled:
+        yield Hit(
+            f"VM {vm.name!r} has dynamic memory on (startup {_gib(vm.startup_bytes)}, "
+            f"{_gib(vm.minimum_bytes)}–{_gib(vm.maximum_bytes)}): with nesting it will not start",
+            f"Set-VMMemory -VMName {ps_quote(vm.name)} -DynamicMemoryEnabled $false",
+        )
+
+
+@rule("NV-V03", "memory-below-4gib", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM starts with less than 4 GiB of memory.
+
+    ## What it checks
+    `Get-VMMemory`'s `Startup` is below 4 GiB (4294967296 bytes).
+
+    ## Why it matters
+    The preview page asks for at least 4 GB: the VM must hold its own
+    hypervisor, its own OS and the memory of every nested guest.
+    Enable-NestedVm.ps1 offered to raise it to 4 GB.
+
+    ## Example
+    Startup 2 GiB: a warning. 4 GiB or more: nothing.
+
+    ## Fix
+    With the VM off: `Set-VMMemory -VMName 'VM' -StartupBytes 4GB` (or
+    `nestvirt enable VM --memory 4GiB`).
+
+    ## Sources
+    The preview page, "Requirements" (4 GB RAM); REFERENCE.md,
+    Enable-NestedVm.ps1 (threshold 4294967296 bytes).
+    """
+    if vm.startup_bytes < MIN_MEMORY_BYTES:
+        yield Hit(
+            f"VM {vm.name!r} starts with {_gib(vm.startup_bytes)} of memory, below 4 GiB",
+            f"Set-VMMemory -VMName {ps_quote(vm.name)} -StartupBytes {MIN_MEMORY_BYTES}",
+        )
+
+
+@rule(
+    "NV-V04", "mac-spoofing-blocked", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV
+)
+def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """A network adapter drops frames from other MAC addresses: nested guests get no network.
+
+    ## What it checks
+    Each `Get-VMNetworkAdapter` entry whose `MacAddressSpoofing` is `Off`.
+
+    ## Why it matters
+    Nested guests send frames with their own MAC addresses through the VM's
+    adapter; with spoofing off the virtual switch drops them. Where spoofing
+    cannot be turned on (public clouds), NAT inside the VM (an internal switch
+    plus `New-NetNat`) is the alternative.
+
+    ## Example
+    An adapter "Network Adapter" with MacAddressSpoofing Off: a warning for it.
+    All adapters On, or no adapter: nothing.
+
+    ## Fix
+    `Set-VMNetworkAdapter -VMName 'VM' -MacAddressSpoofing On` (or
+    `nestvirt enable VM --mac-spoofing`); or NAT inside the VM.
+
+    ## Sources
+    The preview page, "Known issues" (networking); REFERENCE.md,
+    Enable-NestedVm.ps1 (asks to turn spoofing on); later Microsoft guidance
+    (MAC spoofing or NAT).
+    """
+    for adapter in vm.adapters:
+        if adapter.mac_address_spoofing != "On":
+            switch = f" on switch {adapter.switch_name!r}" if adapter.switch_name else ""
+            yield Hit(
+                f"VM {vm.name!r} adapter {adapter.name!r}{switch} has MAC address spoofing "
+                f"{adapter.mac_address_spoofing}: nested guests get no network (or use NAT "
+                "inside the VM)",
+                f"Set-VMNetworkAdapter -VMName {ps_quote(vm.name)} -Name "
+                f"{ps_quote(adapter.name)} -MacAddressSpoofing On",
+            )
+
+
+@rule("NV-V05", "saved-state", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+def saved_state(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM is in a saved state, which enabling nesting discards.
+
+    ## What it checks
+    `Get-VM`'s `State` is `Saved` (or another saved state: FastSaved,
+    SavedCritical, Hibernated…).
+
+    ## Why it matters
+    The processor settings cannot change while a saved state exists, and a VM
+    that runs a hypervisor cannot be saved and restored anyway (preview page,
+    known issues). `nestvirt enable` removes the saved state — the memory of the
+    VM is lost, as if it had been powered off — after saying so.
+
+    ## Example
+    State Saved: a warning. Off or Running: nothing.
+
+    ## Fix
+    Start the VM and shut it down cleanly, or discard the state:
+    `Remove-VMSavedState -VMName 'VM'`.
+
+    ## Sources
+    The preview page, "Known issues" (save/restore fails); REFERENCE.md, both
+    scripts (Saved state check; Remove-VMSavedState).
+    """
+    if vm.is_saved:
+        yield Hit(
+            f"VM {vm.name!r} is {vm.state}: enabling nesting discards its saved memory state",
+            f"Remove-VMSavedState -VMName {ps_quote(vm.name)}",
+        )
+
+
+@rule("NV-V06", "checkpoints-present", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+def checkpoints_present(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM has checkpoints; applying one to the running VM fails once it nests.
+
+    ## What it checks
+    `Get-VMSnapshot` lists checkpoints, or `Get-VM`'s `ParentCheckpointId` is
+    set.
+
+    ## Why it matters
+    The preview page: once nesting is on, applying a checkpoint to a running VM
+    fails; standard checkpoints also save the memory of a VM that hosts other
+    VMs, which is not supported. Enable-NestedVm.ps1 never looked at them.
+
+    ## Example
+    Two checkpoints ("Before update", "Standard"): a warning naming them.
+    None and no parent checkpoint: nothing.
+
+    ## Fix
+    Remove checkpoints you no longer need
+    (`Get-VMSnapshot -VMName 'VM' | Remove-VMSnapshot`), and apply the others
+    only with the VM off.
+
+    ## Sources
+    The preview page, "Known issues" (applying a checkpoint to a running VM
+    fails); REFERENCE.md, Get-NestedVirtStatus.ps1 (ParentCheckpointId check).
+    """
+    if vm.checkpoints or vm.parent_checkpoint_id:
+        if vm.checkpoints:
+            names = ", ".join(repr(c.name) for c in vm.checkpoints[:3])
+            more = f" and {len(vm.checkpoints) - 3} more" if len(vm.checkpoints) > 3 else ""
+            what = f"{len(vm.checkpoints)} checkpoint(s) ({names}{more})"
+        else:
+            what = f"a parent checkpoint ({vm.parent_checkpoint_id})"
+        yield Hit(
+            f"VM {vm.name!r} has {what}: applying a checkpoint while it runs nested VMs fails",
+            f"Get-VMSnapshot -VMName {ps_quote(vm.name)} | Remove-VMSnapshot",
+        )
+
+
+@rule("NV-V07", "restart-required", Severity.INFO, target=Target.VM, platform=Platform.HYPERV)
+def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM is not off: changes take effect only after a full stop and start.
+
+    ## What it checks
+    `Get-VM`'s `State` is anything but `Off`.
+
+    ## Why it matters
+    Hyper-V refuses to change the processor and the dynamic-memory setting of a
+    VM that is running (or saved); `nestvirt enable` stops it only with
+    `--stop`, and otherwise refuses.
+
+    ## Example
+    State Running: info. State Off: nothing.
+
+    ## Fix
+    `Stop-VM -Name 'VM'` before the change (or `nestvirt enable VM --stop`), then
+    `Start-VM`.
+
+    ## Sources
+    Later Microsoft guidance ("enable with the VM off"); REFERENCE.md,
+    Enable-NestedVm.ps1 (Stop-VM).
+    """
+    if not vm.is_off:
+        yield Hit(
+            f"VM {vm.name!r} is {vm.state_word}: nesting changes need it off and take effect "
+            "at its next start",
+            f"Stop-VM -Name {ps_quote(vm.name)}",
+        )
+
+
+@rule(
+    "NV-V08", "config-version-too-old", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV
+)
+def config_version_too_old(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
+    """The VM's configuration version is too old for nesting (8.0 Intel, 9.3 AMD).
+
+    ## What it checks
+    `Get-VM`'s `Version`, compared **numerically** ("10.0" > "9.3"), is below
+    8.0 on an Intel host or below 9.3 on an AMD host. When the host's vendor is
+    unknown, below 8.0 is an error and below 9.3 is info.
+
+    ## Why it matters
+    Nesting needs configuration version 8.0 (Windows Server 2016 / Windows 10
+    1607) on Intel, and 9.3 on AMD. VMs imported from older hosts keep their
+    old version until upgraded.
+
+    ## Example
+    Version 5.0 on Intel: fires. 9.0 on AMD: fires. 9.0 on Intel, 9.3 or 10.0 on
+    AMD: nothing.
+
+    ## Fix
+    With the VM off: `Update-VMVersion -Name 'VM'` (one-way: the VM no longer
+    runs on older hosts).
+
+    ## Sources
+    Later Microsoft guidance (VM configuration version 8.0 or greater; AMD: 9.3
+    or greater).
+    """
+    have = vm.version_tuple
+    fix = f"Update-VMVersion -Name {ps_quote(vm.name)}"
+    vendor = host.cpu_vendor
+    if vendor == "amd" and have < MIN_VERSION_AMD:
+        yield Hit(
+            f"VM {vm.name!r} has configuration version {vm.version}; nesting on AMD needs "
+            f"{_version(MIN_VERSION_AMD)} or later",
+            fix,
+        )
+    elif have < MIN_VERSION_INTEL:
+        yield Hit(
+            f"VM {vm.name!r} has configuration version {vm.version}; nesting needs "
+            f"{_version(MIN_VERSION_INTEL)} or later",
+            fix,
+        )
+    elif isinstance(vendor, Unknown) and have < MIN_VERSION_AMD:
+        yield Hit(
+            f"VM {vm.name!r} has configuration version {vm.version}: enough on Intel, but an "
+            f"AMD host needs {_version(MIN_VERSION_AMD)} (the host's CPU vendor is unknown)",
+            fix,
+            Severity.INFO,
+        )
