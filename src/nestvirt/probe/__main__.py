@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Prove that KVM runs guests here: real and long mode, exits timed.",
     )
     parser.add_argument("--json", action="store_true", help="print nestvirt.probe/1 JSON")
-    parser.add_argument("--timeout", type=_positive, default=2.0, metavar="S",
-                        help="seconds each guest may run (default 2)")  # fmt: skip
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        default=2.0,
+        metavar="S",
+        help="seconds each guest may run (default 2)",
+    )
     parser.add_argument("--device", default="/dev/kvm", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)  # exits 2 on usage errors
     try:

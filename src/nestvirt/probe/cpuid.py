@@ -40,6 +40,7 @@ _MAP_PRIVATE, _MAP_ANONYMOUS = 0x02, 0x20
 _SYS_ARCH_PRCTL, _ARCH_GET_CPUID = 158, 0x1011
 _PAGE = 4096
 
+_UINT32_P = ctypes.POINTER(ctypes.c_uint32)
 _CpuidFunction = Callable[[int, int, "ctypes._Pointer[ctypes.c_uint32]"], None]
 
 
@@ -58,8 +59,14 @@ def _function() -> _CpuidFunction:
     if libc.syscall(_SYS_ARCH_PRCTL, _ARCH_GET_CPUID, 0) == 0:
         raise CpuidUnavailable("CPUID faulting is on for this process (ARCH_GET_CPUID = 0)")
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]  # fmt: skip
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page = libc.mmap(None, _PAGE, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS, -1, 0)
     if page is None or page == ctypes.c_void_p(-1).value:
@@ -70,8 +77,7 @@ def _function() -> _CpuidFunction:
         err = ctypes.get_errno()
         raise CpuidUnavailable(err, f"cannot make the CPUID page executable: {os.strerror(err)}")
     # The page lives as long as the process (one page, made once).
-    prototype = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32,
-                                 ctypes.POINTER(ctypes.c_uint32))  # fmt: skip
+    prototype = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, _UINT32_P)
     function: _CpuidFunction = prototype(page)
     return function
 
@@ -82,12 +88,12 @@ def cpuid(leaf: int, subleaf: int = 0) -> Registers:
     Raises CpuidUnavailable (an OSError) where CPUID cannot run.
     """
     out = (ctypes.c_uint32 * 4)()
-    _function()(leaf & 0xFFFFFFFF, subleaf & 0xFFFFFFFF, out)
+    _function()(leaf & 0xFFFFFFFF, subleaf & 0xFFFFFFFF, ctypes.cast(out, _UINT32_P))
     return out[0], out[1], out[2], out[3]
 
 
 def virt_extensions(cpuid_fn: Callable[[int, int], Registers] = cpuid) -> tuple[str, ...]:
-    """"vmx" (leaf 1 ECX bit 5) and/or "svm" (leaf 0x80000001 ECX bit 2) as CPUID shows them."""
+    """vmx (leaf 1 ECX bit 5) and/or svm (leaf 0x80000001 ECX bit 2), as CPUID shows them."""
     found = []
     if cpuid_fn(1, 0)[2] >> 5 & 1:
         found.append("vmx")
@@ -97,7 +103,7 @@ def virt_extensions(cpuid_fn: Callable[[int, int], Registers] = cpuid) -> tuple[
 
 
 def vendor(cpuid_fn: Callable[[int, int], Registers] = cpuid) -> str:
-    """"GenuineIntel", "AuthenticAMD", … (leaf 0 EBX+EDX+ECX)."""
+    """The CPU vendor string of leaf 0 (EBX+EDX+ECX): GenuineIntel, AuthenticAMD, …"""
     _, ebx, ecx, edx = cpuid_fn(0, 0)
     return _text(ebx, edx, ecx)
 
@@ -161,8 +167,18 @@ DMI_VENDORS: tuple[tuple[str, str, str], ...] = (
 DMI_DIR = "/sys/class/dmi/id"
 
 # Names that are the same family for the cross-check (DMI names the product, CPUID the engine).
-_KVM_FAMILY = frozenset({"KVM", "KVM (Hyper-V enlightenments)", "QEMU", "KVM (OpenStack)",
-                         "KVM (KubeVirt)", "Amazon EC2", "Google Compute Engine", "Bochs"})  # fmt: skip
+_KVM_FAMILY = frozenset(
+    {
+        "KVM",
+        "KVM (Hyper-V enlightenments)",
+        "QEMU",
+        "KVM (OpenStack)",
+        "KVM (KubeVirt)",
+        "Amazon EC2",
+        "Google Compute Engine",
+        "Bochs",
+    }
+)
 
 ReadFile = Callable[[str], str]
 
@@ -187,9 +203,7 @@ def _read_source(path: str, read: ReadFile, evidence: list[Evidence]) -> str | N
 
 
 def _same_family(a: str, b: str) -> bool:
-    return a == b or (a in _KVM_FAMILY and b in _KVM_FAMILY) or (
-        "Hyper-V" in a and "Hyper-V" in b
-    )
+    return a == b or (a in _KVM_FAMILY and b in _KVM_FAMILY) or ("Hyper-V" in a and "Hyper-V" in b)
 
 
 def detect(
@@ -264,9 +278,9 @@ def detect(
     name = conclusive or sys_name or dmi_name or weak
     if conclusive and dmi_name:
         agrees = _same_family(conclusive, dmi_name)
+        verdict = "consistent" if agrees else "differ"
         evidence.append(
-            Evidence("cross-check", f"CPUID {conclusive!r}, DMI {dmi_name!r}: "
-                     + ("consistent" if agrees else "differ"), False)  # fmt: skip
+            Evidence("cross-check", f"CPUID {conclusive!r}, DMI {dmi_name!r}: {verdict}", False)
         )
     elif weak and dmi_name and not conclusive:
         name = dmi_name if _same_family(weak, dmi_name) else f"{dmi_name} ({weak} signature)"

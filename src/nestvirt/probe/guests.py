@@ -35,27 +35,31 @@ class Guest:
 
 def real_mode_loop(count: int = COUNT, port: int = PORT) -> bytes:
     """16-bit real mode: `count` × `out port, al` with al = 0, 1, 2, …, then `hlt`."""
-    return (
-        b"\xb9" + struct.pack("<H", count)  # mov cx, count
-        + b"\x31\xc0"  # xor ax, ax
-        + b"\xba" + struct.pack("<H", port)  # mov dx, port
-        + b"\xee"  # again: out dx, al
-        + b"\x40"  # inc ax
-        + b"\xe2\xfc"  # loop again  (dec cx; jnz)
-        + b"\xf4"  # hlt
+    return b"".join(
+        [
+            b"\xb9" + struct.pack("<H", count),  # mov cx, count
+            b"\x31\xc0",  # xor ax, ax
+            b"\xba" + struct.pack("<H", port),  # mov dx, port
+            b"\xee",  # again: out dx, al
+            b"\x40",  # inc ax
+            b"\xe2\xfc",  # loop again  (dec cx; jnz)
+            b"\xf4",  # hlt
+        ]
     )
 
 
 def long_mode_loop(count: int = COUNT, port: int = PORT) -> bytes:
     """64-bit long mode: the same loop (`inc eax` is FF C0: 0x40 is a REX prefix here)."""
-    return (
-        b"\xb9" + struct.pack("<I", count)  # mov ecx, count
-        + b"\x31\xc0"  # xor eax, eax
-        + b"\xba" + struct.pack("<I", port)  # mov edx, port
-        + b"\xee"  # again: out dx, al
-        + b"\xff\xc0"  # inc eax
-        + b"\xe2\xfb"  # loop again  (dec rcx; jnz)
-        + b"\xf4"  # hlt
+    return b"".join(
+        [
+            b"\xb9" + struct.pack("<I", count),  # mov ecx, count
+            b"\x31\xc0",  # xor eax, eax
+            b"\xba" + struct.pack("<I", port),  # mov edx, port
+            b"\xee",  # again: out dx, al
+            b"\xff\xc0",  # inc eax
+            b"\xe2\xfb",  # loop again  (dec rcx; jnz)
+            b"\xf4",  # hlt
+        ]
     )
 
 
@@ -84,12 +88,14 @@ def jump_unmapped_long(address: int = 0x4000_0000) -> bytes:
 
 def constant_out(count: int = COUNT, port: int = PORT, value: int = 0x5A) -> bytes:
     """Real mode: the loop without `inc ax`, so every `out` writes the same value."""
-    return (
-        b"\xb9" + struct.pack("<H", count)  # mov cx, count
-        + b"\xb0" + bytes([value])  # mov al, value
-        + b"\xba" + struct.pack("<H", port)  # mov dx, port
-        + b"\xee"  # again: out dx, al
-        + b"\x90"  # nop
-        + b"\xe2\xfc"  # loop again
-        + b"\xf4"  # hlt
+    return b"".join(
+        [
+            b"\xb9" + struct.pack("<H", count),  # mov cx, count
+            b"\xb0" + bytes([value]),  # mov al, value
+            b"\xba" + struct.pack("<H", port),  # mov dx, port
+            b"\xee",  # again: out dx, al
+            b"\x90",  # nop
+            b"\xe2\xfc",  # loop again
+            b"\xf4",  # hlt
+        ]
     )

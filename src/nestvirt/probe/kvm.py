@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from nestvirt.probe.guests import CODE_ADDRESS, LONG, REAL, Guest
@@ -73,14 +73,40 @@ KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_IO_OUT = 1
 
 EXIT_NAMES = {
-    0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "DEBUG", 5: "HLT", 6: "MMIO",
-    7: "IRQ_WINDOW_OPEN", 8: "SHUTDOWN", 9: "FAIL_ENTRY", 10: "INTR", 11: "SET_TPR",
-    12: "TPR_ACCESS", 16: "NMI", 17: "INTERNAL_ERROR", 21: "WATCHDOG", 24: "SYSTEM_EVENT",
-    26: "IOAPIC_EOI", 27: "HYPERV", 29: "X86_RDMSR", 30: "X86_WRMSR", 31: "DIRTY_RING_FULL",
-    32: "AP_RESET_HOLD", 33: "X86_BUS_LOCK", 34: "XEN", 37: "NOTIFY", 39: "MEMORY_FAULT",
-}  # fmt: skip
-INTERNAL_ERRORS = {1: "emulation failure", 2: "exception while delivering an exception",
-                   3: "event delivery failed", 4: "unexpected exit reason"}  # fmt: skip
+    0: "UNKNOWN",
+    1: "EXCEPTION",
+    2: "IO",
+    3: "HYPERCALL",
+    4: "DEBUG",
+    5: "HLT",
+    6: "MMIO",
+    7: "IRQ_WINDOW_OPEN",
+    8: "SHUTDOWN",
+    9: "FAIL_ENTRY",
+    10: "INTR",
+    11: "SET_TPR",
+    12: "TPR_ACCESS",
+    16: "NMI",
+    17: "INTERNAL_ERROR",
+    21: "WATCHDOG",
+    24: "SYSTEM_EVENT",
+    26: "IOAPIC_EOI",
+    27: "HYPERV",
+    29: "X86_RDMSR",
+    30: "X86_WRMSR",
+    31: "DIRTY_RING_FULL",
+    32: "AP_RESET_HOLD",
+    33: "X86_BUS_LOCK",
+    34: "XEN",
+    37: "NOTIFY",
+    39: "MEMORY_FAULT",
+}
+INTERNAL_ERRORS = {
+    1: "emulation failure",
+    2: "exception while delivering an exception",
+    3: "event delivery failed",
+    4: "unexpected exit reason",
+}
 
 # struct kvm_run, read from offset 8: exit_reason (u32), 20 bytes we skip, then the io
 # member of the exit union at 32: direction u8, size u8, port u16, count u32, data_offset u64.
@@ -106,7 +132,14 @@ PML4, PDPT, PD, GDT = 0x2000, 0x3000, 0x4000, 0x5000
 TSS_ADDRESS = 0x0FFFD000  # 3 pages outside guest RAM (fcntl.ioctl passes a C int: < 2**31)
 PTE_PRESENT_RW, PTE_LARGE = 0x3, 0x80
 CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_WP, CR0_AM, CR0_PG = (
-    1, 2, 0x10, 0x20, 0x10000, 0x40000, 0x80000000)  # fmt: skip
+    1,
+    2,
+    0x10,
+    0x20,
+    0x10000,
+    0x40000,
+    0x80000000,
+)
 CR4_PAE = 0x20
 EFER_LME, EFER_LMA = 0x100, 0x400
 GDT_ENTRIES = (0, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)  # null, 64-bit code, flat data
@@ -175,10 +208,8 @@ def capabilities(kvm_fd: int) -> dict[str, bool | int]:
         except OSError:
             value = 0
         caps[name] = bool(value) if kind == "bool" else int(value)
-    try:
+    with suppress(OSError):
         caps["vcpu_mmap_size"] = fcntl.ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0)
-    except OSError:
-        pass
     return caps
 
 
@@ -198,8 +229,17 @@ def vendor_module(sys_module: Path = Path("/sys/module")) -> str | None:
 # Guest setup
 
 
-def _segment(base: int, limit: int, selector: int, type_: int, *, db: int, s: int = 1,
-             long: int = 0, g: int = 1) -> bytes:  # fmt: skip
+def _segment(
+    base: int,
+    limit: int,
+    selector: int,
+    type_: int,
+    *,
+    db: int,
+    s: int = 1,
+    long: int = 0,
+    g: int = 1,
+) -> bytes:
     return SEGMENT.pack(base, limit, selector, type_, 1, 0, db, s, long, g, 0, 0)
 
 
@@ -371,9 +411,7 @@ def _run_loop(vcpu_fd: int, run: mmap.mmap, guest: Guest, timeout: float) -> Mod
                     continue
                 what = "out" if direction == KVM_EXIT_IO_OUT else "in"
                 wanted = (
-                    f"out {values[exits]:#04x} to port {port:#x}"
-                    if exits < expected
-                    else "hlt"
+                    f"out {values[exits]:#04x} to port {port:#x}" if exits < expected else "hlt"
                 )
                 failure = Failure(
                     Stage.DATA,
@@ -397,8 +435,9 @@ def _run_loop(vcpu_fd: int, run: mmap.mmap, guest: Guest, timeout: float) -> Mod
     return ModeResult(True, exits, elapsed * 1e6 / exits if exits else None)
 
 
-def run_guest(kvm_fd: int, guest: Guest, *, timeout: float, run_size: int,
-              set_tss: bool = False) -> ModeResult:  # fmt: skip
+def run_guest(
+    kvm_fd: int, guest: Guest, *, timeout: float, run_size: int, set_tss: bool = False
+) -> ModeResult:
     """Create a VM with one vCPU, run `guest` under a watchdog, close everything."""
     with ExitStack() as stack:
         try:
@@ -407,13 +446,16 @@ def run_guest(kvm_fd: int, guest: Guest, *, timeout: float, run_size: int,
             vm_fd = _ioctl(kvm_fd, KVM_CREATE_VM, 0, Stage.CREATE_VM, "KVM_CREATE_VM")
             stack.callback(os.close, vm_fd)
             if set_tss:  # only matters for real mode on Intel without unrestricted guest
-                try:
+                with suppress(OSError):
                     fcntl.ioctl(vm_fd, KVM_SET_TSS_ADDR, TSS_ADDRESS)
-                except OSError:
-                    pass
             region = struct.pack("<IIQQQ", 0, 0, 0, MEMORY_SIZE, _address_of(memory))
-            _ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, region, Stage.MEMORY,
-                   "KVM_SET_USER_MEMORY_REGION")  # fmt: skip
+            _ioctl(
+                vm_fd,
+                KVM_SET_USER_MEMORY_REGION,
+                region,
+                Stage.MEMORY,
+                "KVM_SET_USER_MEMORY_REGION",
+            )
             vcpu_fd = _ioctl(vm_fd, KVM_CREATE_VCPU, 0, Stage.CREATE_VCPU, "KVM_CREATE_VCPU")
             stack.callback(os.close, vcpu_fd)
             try:
@@ -426,8 +468,13 @@ def run_guest(kvm_fd: int, guest: Guest, *, timeout: float, run_size: int,
             _set_registers(vcpu_fd, guest.mode)
             kick_mask = stack.enter_context(_blocked_kick())
             bits = sum(1 << (s - 1) for s in kick_mask if 0 < s <= 64)
-            _ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, struct.pack("<IQ", 8, bits), Stage.SETUP,
-                   "KVM_SET_SIGNAL_MASK")  # fmt: skip
+            _ioctl(
+                vcpu_fd,
+                KVM_SET_SIGNAL_MASK,
+                struct.pack("<IQ", 8, bits),
+                Stage.SETUP,
+                "KVM_SET_SIGNAL_MASK",
+            )
         except _Stop as stop:
             return ModeResult(False, 0, None, stop.failure)
         return _run_loop(vcpu_fd, run, guest, timeout)

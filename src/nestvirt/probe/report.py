@@ -31,8 +31,10 @@ def nesting_note(result: ProbeResult) -> list[str]:
     elif hv is not None:
         lines.append("no hypervisor below this machine (bare metal): VMs started here are L1.")
     if not ran:
-        lines.append("KVM cannot run guests here, so nothing can be nested below this machine "
-                     "until the findings are fixed.")  # fmt: skip
+        lines.append(
+            "KVM cannot run guests here, so nothing can be nested below this machine "
+            "until the findings are fixed."
+        )
         return lines
     if module in HARDWARE_MODULES and ext:
         outer = ", passed through by the outer hypervisor" if hv and hv.present else ""
