@@ -1,0 +1,281 @@
+"""`nestvirt preflight VM OPERATION`: is this operation safe for this VM now? Facts in, verdict out.
+
+    preflight(vm, operation, connect=…|hyperv=…|snapshot=…, no_nested_guests=…) -> PreflightReport
+    report.to_json()  ->  {"schema": "nestvirt.preflight/1", "vm", "operation", "safe", "findings"}
+
+The decision itself is `nestvirt.rules.operations.judge` (NV-O01…NV-O04); this
+module only gathers its inputs:
+
+- libvirt: the domain's facts through the backend (whether its CPU exposes
+  vmx/svm is `rules.vm_libvirt.hidden_reasons`, the same test as NV-V01), the
+  host CPU vendor from the connection's capabilities, and `KVM_CAP_NESTED_STATE`
+  read from /dev/kvm. That read only describes THIS machine, so it is used only
+  for a local URI (no host name: `qemu:///system`, `qemu:///session`); for a
+  remote URI the capability is `Unknown` and an exposing VM is judged unsafe,
+  with a message saying to run preflight (or install the guard) on that host.
+- Hyper-V: the VM's facts from PowerShell (local or remote) or a snapshot file.
+
+Importing this module is cheap (standard library, the operation rules): the
+libvirt hook imports it. libvirt and the Hyper-V backend load on first use.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from nestvirt.errors import UsageError
+from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.model import Finding, Severity, Unknown
+from nestvirt.rules import Platform
+from nestvirt.rules.operations import (
+    Operation,
+    OperationFacts,
+    judge_facts,
+    normalize_vendor,
+    parse_operation,
+)
+
+SCHEMA = "nestvirt.preflight/1"
+
+KVM_DEVICE = "/dev/kvm"
+# The probe's numbers (nestvirt.probe.kvm; a unit test keeps them equal): _IO(0xAE, 0x03) and
+# KVM_CAP_NESTED_STATE from include/uapi/linux/kvm.h. Kept here so the libvirt hook need not
+# import the probe (threads, mmap, ctypes) for one ioctl.
+KVM_CHECK_EXTENSION = 0xAE03
+KVM_CAP_NESTED_STATE = 157
+
+# Tests (and the documented guard test setup) may state the capability instead of reading it:
+# an integer, e.g. NESTVIRT_NESTED_STATE_CAP=0 for "this host cannot carry nested state".
+ENV_NESTED_STATE = "NESTVIRT_NESTED_STATE_CAP"
+
+RUNNING_STATES = frozenset({"running", "paused", "shutting-down", "suspended", "blocked"})
+
+
+@dataclass(frozen=True, slots=True)
+class PreflightReport:
+    vm: str
+    operation: Operation
+    platform: str  # "libvirt" | "hyperv"
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()  # for stderr, not part of the JSON contract
+
+    @property
+    def safe(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "vm": self.vm,
+            "operation": str(self.operation),
+            "safe": self.safe,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+# ---------------------------------------------------------------------------
+# Facts about this machine (standard library; the hook uses them too)
+
+
+def nested_state_capability(device: str = KVM_DEVICE) -> int | Unknown:
+    """KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE) on `device`: 0 = unsupported, else a size."""
+    override = os.environ.get(ENV_NESTED_STATE)
+    if override is not None and override.strip():
+        try:
+            return int(override.strip())
+        except ValueError:
+            return Unknown(f"{ENV_NESTED_STATE}={override!r} is not an integer")
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Unknown(f"{device} does not exist (no KVM on this host)")
+    except PermissionError:
+        return Unknown(f"cannot open {device}: permission denied (run as root or join group kvm)")
+    except OSError as exc:
+        return Unknown(f"cannot open {device}: {exc.strerror}")
+    try:
+        return int(fcntl.ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_NESTED_STATE))
+    except OSError as exc:
+        return Unknown(f"KVM_CHECK_EXTENSION failed on {device}: {exc.strerror}")
+    finally:
+        os.close(fd)
+
+
+def cpu_vendor_here(cpuinfo: str = "/proc/cpuinfo") -> str | Unknown:
+    """This machine's CPU vendor ("intel", "amd", …) from the first vendor_id line."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return normalize_vendor(value)
+    except OSError as exc:
+        return Unknown(f"cannot read {cpuinfo}: {exc.strerror}")
+    return Unknown(f"no vendor_id in {cpuinfo}")
+
+
+def is_local_uri(uri: str) -> bool:
+    """A libvirt URI without a host name talks to this machine (qemu:///system, test:///default)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return not urlsplit(uri).hostname
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Facts → OperationFacts (pure)
+
+
+def libvirt_exposure(vm: LibvirtVmFacts) -> tuple[bool | Unknown, str]:
+    """Whether the domain's guest CPU carries vmx/svm, and a phrase saying why (NV-V01's test)."""
+    from nestvirt.rules.vm_libvirt import OFF, ON, hidden_reasons, wanted_extension
+
+    ext = wanted_extension(vm)
+    live = vm.live_cpu_features or {}
+    if ext and vm.state in RUNNING_STATES and live.get(ext) in ON | OFF:
+        # the running CPU wins over a definition edited since it started
+        exposed = live[ext] in ON
+        return exposed, f"the running CPU has <feature policy='{live[ext]}' name='{ext}'/>"
+    reasons = list(hidden_reasons(vm))
+    if not reasons:
+        policy = vm.cpu_features.get(ext or "")
+        if policy in ON:
+            return True, f"its CPU definition requires {ext}"
+        if vm.cpu_mode in ("host-passthrough", "host-model", "maximum"):
+            return True, f"CPU mode {vm.cpu_mode} passes {ext}"
+        return True, f"CPU model {vm.cpu_model or 'qemu64 (QEMU default)'} carries {ext}"
+    if isinstance(vm.cpu_model_extensions, Unknown) and ext and vm.cpu_features.get(ext) is None:
+        return Unknown(reasons[0]), reasons[0]
+    return False, reasons[0]
+
+
+def libvirt_operation_facts(
+    vm: LibvirtVmFacts,
+    operation: Operation,
+    *,
+    nested_state_cap: int | Unknown,
+    assume_no_nested_guests: bool = False,
+    host: str = "this host",
+) -> OperationFacts:
+    exposes, exposure = libvirt_exposure(vm)
+    running = operation is Operation.RESTORE or vm.state in RUNNING_STATES
+    return OperationFacts(
+        vm=vm.name,
+        operation=operation,
+        exposes=exposes,
+        exposure=exposure,
+        running=running,
+        state=vm.state,
+        assume_no_nested_guests=assume_no_nested_guests,
+        accel="tcg" if vm.domain_type == "qemu" else (vm.domain_type or "kvm"),
+        nested_state_cap=nested_state_cap,
+        host_vendor=normalize_vendor(vm.host_cpu_vendor),
+        host=host,
+    )
+
+
+def hyperv_operation_facts(
+    vm: Any, operation: Operation, *, host_vendor: str | Unknown, assume_no_nested_guests: bool
+) -> OperationFacts:
+    """`vm` is a nestvirt.facts.hyperv.HyperVVmFacts."""
+    try:
+        version: tuple[int, ...] | Unknown = vm.version_tuple
+    except ValueError:
+        version = Unknown(f"VM configuration version {vm.version!r} unreadable")
+    off = vm.is_off or vm.is_saved or str(vm.state).startswith("Off")
+    return OperationFacts(
+        vm=vm.name,
+        operation=operation,
+        exposes=bool(vm.expose_virtualization_extensions),
+        exposure="ExposeVirtualizationExtensions is "
+        + ("on" if vm.expose_virtualization_extensions else "off"),
+        running=operation is Operation.RESTORE or not off,
+        state=vm.state_word,
+        assume_no_nested_guests=assume_no_nested_guests,
+        accel="hyperv",
+        host_vendor=host_vendor,
+        config_version=version,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The library entry point
+
+
+def preflight(
+    vm: str,
+    operation: str | Operation,
+    *,
+    connect: str | None = None,
+    hyperv: str | None = None,
+    snapshot: str | None = None,
+    no_nested_guests: bool = False,
+) -> PreflightReport:
+    """Judge `operation` for `vm` on libvirt (default) or Hyper-V (`hyperv`/`snapshot`)."""
+    op = parse_operation(operation) if isinstance(operation, str) else operation
+    if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
+        raise UsageError("use one of --connect, --hyperv and --snapshot")
+    if hyperv is not None or snapshot is not None:
+        return _hyperv(vm, op, hyperv=hyperv, snapshot=snapshot, assume=no_nested_guests)
+    return _libvirt(vm, op, connect, assume=no_nested_guests)
+
+
+def _libvirt(vm: str, op: Operation, uri: str | None, *, assume: bool) -> PreflightReport:
+    from nestvirt.backends import libvirt as backend
+
+    with backend.connection(uri, readonly=True) as conn:
+        dom = backend.lookup_domain(conn, vm)
+        facts = backend.vm_facts(conn, dom)
+    notes: list[str] = []
+    if is_local_uri(facts.uri):
+        cap = nested_state_capability()
+        host = "this host"
+    else:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(facts.uri).hostname or facts.uri
+        cap = Unknown(
+            f"{facts.uri} is another host and nestvirt reads the capability through this "
+            f"machine's /dev/kvm; run `nestvirt preflight` on {host}"
+        )
+    if isinstance(cap, Unknown):
+        notes.append(f"KVM_CAP_NESTED_STATE unknown: {cap.reason}")
+    of = libvirt_operation_facts(
+        facts, op, nested_state_cap=cap, assume_no_nested_guests=assume, host=host
+    )
+    return PreflightReport(
+        facts.name, op, "libvirt", tuple(judge_facts(of, Platform.LIBVIRT)), tuple(notes)
+    )
+
+
+def _hyperv(
+    vm: str, op: Operation, *, hyperv: str | None, snapshot: str | None, assume: bool
+) -> PreflightReport:
+    from nestvirt.backends import hyperv as hv
+
+    transport = hv.open_transport(host=hyperv or None, snapshot=snapshot)
+    snap = hv.read_facts(transport, [vm])
+    facts = hv.select_one(snap, vm)
+    maker = snap.host.cpu_manufacturer
+    vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
+    of = hyperv_operation_facts(facts, op, host_vendor=vendor, assume_no_nested_guests=assume)
+    return PreflightReport(facts.name, op, "hyperv", tuple(judge_facts(of, Platform.HYPERV)))
+
+
+__all__ = [
+    "ENV_NESTED_STATE",
+    "SCHEMA",
+    "PreflightReport",
+    "cpu_vendor_here",
+    "hyperv_operation_facts",
+    "is_local_uri",
+    "libvirt_exposure",
+    "libvirt_operation_facts",
+    "nested_state_capability",
+    "preflight",
+]

@@ -1,0 +1,602 @@
+"""Operation rules NV-O01…NV-O04 (RULES.md, "Operations"): is this operation safe for this VM now?
+
+Pure functions of `OperationFacts`; `judge()` runs the ones for a platform. The
+preflight command (`nestvirt.preflight`) and the libvirt hook (`nestvirt.guard`)
+both call `judge()`, so they cannot disagree.
+
+Standard library only, and cheap to import: the libvirt hook imports this.
+
+Decision table, as implemented (op = migrate, save, restore, snapshot-revert,
+memory-resize; "judged" = the VM exposes vmx/svm and the user did not assert
+that no nested guests run: nestvirt cannot see inside a VM):
+
+  any platform
+    VM does not expose vmx/svm ................................ safe (info)
+    --no-nested-guests ........ safe (info); not Hyper-V memory-resize (below)
+    migrate, VM not running ......................... safe (offline move, info)
+    save, VM not running .................... safe, nothing to save (info)
+    snapshot-revert, VM not running ........ safe (warning: a snapshot taken
+                                   while it ran resumes vCPU state, see restore)
+    memory-resize, VM not running ............................. safe (info)
+  KVM (domain type kvm), judged migrate/save/restore/snapshot-revert
+  (restore: always judged, an image holds a running VM)
+    KVM_CAP_NESTED_STATE > 0, Intel host ...................... safe (info)
+    KVM_CAP_NESTED_STATE > 0, AMD or Hygon host ....... UNSAFE (kernel docs)
+    KVM_CAP_NESTED_STATE > 0, other/unknown vendor ............. UNSAFE
+    KVM_CAP_NESTED_STATE = 0 (any vendor) ......................... UNSAFE
+    capability unknown (remote URI, /dev/kvm unreadable) .......... UNSAFE
+  TCG (domain type qemu), judged migrate/save/restore/snapshot-revert
+    any capability, any vendor (the KVM capability does not apply) . UNSAFE
+  KVM or TCG, judged memory-resize of a running VM
+    ...................... safe (warning: shrinking can starve nested guests)
+  Hyper-V, judged (VM running; restore: always)
+    migrate ....................................................... UNSAFE
+    save, restore, snapshot-revert, VM version >= 8.0 .... safe (warning:
+                                       Microsoft lifted it in builds 14361+)
+    save, restore, snapshot-revert, VM version < 8.0 or unknown ... UNSAFE
+    memory-resize (even with --no-nested-guests) .................. UNSAFE
+
+When whether the VM exposes the extensions could not be told (`exposes` is
+Unknown), every UNSAFE above becomes a warning that says so: missing evidence
+is never an error (STYLE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from nestvirt.model import Finding, Severity, Unknown
+from nestvirt.rules import Check, Hit, Platform, Rule, Target, rule
+
+
+class Operation(StrEnum):
+    MIGRATE = "migrate"
+    SAVE = "save"
+    RESTORE = "restore"
+    SNAPSHOT_REVERT = "snapshot-revert"
+    MEMORY_RESIZE = "memory-resize"
+
+
+# VM configuration version from which Microsoft's notes say save/restore and
+# applying checkpoints work with nesting enabled (Insider builds 14361+).
+HYPERV_LIFTED_VERSION = (8, 0)
+
+NOT_READ = Unknown("not read")
+
+KERNEL_DOC = (
+    'Linux Documentation/virt/kvm/x86/running-nested-guests.rst, "Live migration with nested KVM"'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFacts:
+    """What the operation rules read: built by preflight (backend facts) or the guard (XML)."""
+
+    vm: str
+    operation: Operation
+    exposes: bool | Unknown  # the VM's CPU carries vmx/svm
+    exposure: str = ""  # why it does (not), one phrase, e.g. "requires svm"
+    running: bool = True  # live vCPU state exists (running or paused); restore: always
+    state: str = "running"
+    assume_no_nested_guests: bool = False
+    # libvirt / KVM
+    accel: str = "kvm"  # "kvm"; "tcg" for <domain type='qemu'>; "hyperv"
+    nested_state_cap: int | Unknown = NOT_READ  # KVM_CAP_NESTED_STATE of the host
+    host_vendor: str | Unknown = NOT_READ  # "intel" | "amd" | "hygon" | other
+    host: str = "this host"  # whose capability and vendor these are
+    # Hyper-V
+    config_version: tuple[int, ...] | Unknown | None = None
+
+
+def normalize_vendor(vendor: str | None) -> str | Unknown:
+    """CPUID/libvirt/WMI vendor names → "intel", "amd", "hygon" or the lower-cased name."""
+    if not vendor:
+        return Unknown("CPU vendor not known")
+    v = vendor.strip().lower()
+    return {
+        "genuineintel": "intel",
+        "intel": "intel",
+        "authenticamd": "amd",
+        "amd": "amd",
+        "hygongenuine": "hygon",
+        "hygon": "hygon",
+    }.get(v, v)
+
+
+def parse_operation(text: str) -> Operation:
+    from nestvirt.errors import UsageError
+
+    try:
+        return Operation(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(o.value for o in Operation)
+        raise UsageError(f"unknown operation {text!r}: choose one of {choices}") from None
+
+
+# ---------------------------------------------------------------------------
+# Registration: the registry documents and lists the rules; `judge` runs this
+# module's own rules so the libvirt hook does not import every rule module.
+
+_RULES: list[Rule] = []
+
+
+def op_rule(code: str, name: str, operations: tuple[Operation, ...]) -> Callable[[Check], Check]:
+    """Register one check for libvirt and Hyper-V VMs (same code and name on both)."""
+
+    def register(check: Check) -> Check:
+        for platform in (Platform.LIBVIRT, Platform.HYPERV):
+            rule(code, name, Severity.ERROR, target=Target.OPERATION, platform=platform)(check)
+            _RULES.append(
+                Rule(
+                    code,
+                    name,
+                    Severity.ERROR,
+                    Target.OPERATION,
+                    platform,
+                    check,
+                    check.__doc__ or "",
+                )
+            )
+        _OPERATIONS[code] = operations
+        return check
+
+    return register
+
+
+_OPERATIONS: dict[str, tuple[Operation, ...]] = {}
+
+
+def judge_facts(facts: OperationFacts, platform: Platform) -> list[Finding]:
+    """Every operation rule for `platform` over `facts`, in code order."""
+    found: list[Finding] = []
+    for r in _RULES:
+        if r.platform is platform and facts.operation in _OPERATIONS[r.code]:
+            found.extend(r.findings(facts))
+    if isinstance(facts.exposes, Unknown):
+        found = [
+            replace(f, severity=Severity.WARNING) if f.severity is Severity.ERROR else f
+            for f in found
+        ]
+    return found
+
+
+def judge(
+    operation: Operation | str,
+    *,
+    platform: Platform,
+    exposes: bool | Unknown,
+    running: bool,
+    nested_state_cap: int | Unknown = NOT_READ,
+    host_vendor: str | Unknown = NOT_READ,
+    assume_no_nested_guests: bool = False,
+    vm: str = "VM",
+    state: str | None = None,
+    accel: str = "kvm",
+    config_version: tuple[int, ...] | Unknown | None = None,
+    exposure: str = "",
+    host: str = "this host",
+) -> list[Finding]:
+    """The findings for one operation on one VM; unsafe exactly when one is an error."""
+    facts = OperationFacts(
+        vm=vm,
+        operation=Operation(operation),
+        exposes=exposes,
+        exposure=exposure,
+        running=running,
+        state=state or ("running" if running else "off"),
+        assume_no_nested_guests=assume_no_nested_guests,
+        accel=accel,
+        nested_state_cap=nested_state_cap,
+        host_vendor=host_vendor
+        if isinstance(host_vendor, Unknown)
+        else normalize_vendor(host_vendor),
+        host=host,
+        config_version=config_version,
+    )
+    return judge_facts(facts, platform)
+
+
+def is_safe(findings: list[Finding]) -> bool:
+    return not any(f.severity is Severity.ERROR for f in findings)
+
+
+# ---------------------------------------------------------------------------
+# Shared steps
+
+
+def _what(f: OperationFacts) -> str:
+    return {
+        Operation.MIGRATE: "live migration",
+        Operation.SAVE: "saving",
+        Operation.RESTORE: "restoring a saved image",
+        Operation.SNAPSHOT_REVERT: "reverting to a snapshot",
+        Operation.MEMORY_RESIZE: "resizing memory",
+    }[f.operation]
+
+
+def _not_exposed_or_assumed(f: OperationFacts) -> Iterator[Hit]:
+    """Safe cases shared by every rule; yields one info hit when the rule has nothing to judge."""
+    if f.exposes is False:
+        why = f" ({f.exposure})" if f.exposure else ""
+        yield Hit(
+            f"{f.vm} does not expose vmx/svm{why}: it cannot run nested guests, so "
+            f"{f.operation} is not affected by nesting",
+            severity=Severity.INFO,
+        )
+        return
+    if f.assume_no_nested_guests and not (
+        f.accel == "hyperv" and f.operation is Operation.MEMORY_RESIZE
+    ):
+        yield Hit(
+            f"{f.vm} exposes vmx/svm, but you asserted that no nested guests run in it: "
+            f"{_what(f)} of a VM merely configured for nesting is expected to work",
+            severity=Severity.INFO,
+        )
+
+
+def _unknown_prefix(f: OperationFacts) -> str:
+    if isinstance(f.exposes, Unknown):
+        return f"if {f.vm} exposes vmx/svm (could not tell: {f.exposes.reason}): "
+    return ""
+
+
+def _inside(f: OperationFacts) -> str:
+    return (
+        f"{f.vm} exposes vmx/svm{f' ({f.exposure})' if f.exposure else ''}; nestvirt cannot see "
+        "inside it, so it judges as if nested guests run"
+    )
+
+
+def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
+    """KVM/TCG: the vCPU state of an L1 running L2 guests must be carried across the operation."""
+    pre, what = _unknown_prefix(f), _what(f)
+    if f.accel == "tcg":
+        yield Hit(
+            f"{pre}{_inside(f)}. Under TCG QEMU emulates svm itself, so the host's "
+            f"KVM_CAP_NESTED_STATE does not apply, and no QEMU or kernel source promises that "
+            f"a running nested guest survives {what}",
+            fix,
+        )
+        return
+    cap = f.nested_state_cap
+    if isinstance(cap, Unknown):
+        yield Hit(
+            f"{pre}{_inside(f)}; whether {f.host} can carry nested vCPU state is unknown "
+            f"(KVM_CAP_NESTED_STATE: {cap.reason})",
+            fix,
+        )
+        return
+    if cap <= 0:
+        yield Hit(
+            f"{pre}{_inside(f)}; {f.host}'s kernel cannot save nested vCPU state "
+            f"(KVM_CAP_NESTED_STATE=0): {what} of a VM running nested guests is undefined "
+            "behaviour (kernel BUG, oops or panic; the VM must be restarted)",
+            fix,
+        )
+        return
+    vendor = f.host_vendor
+    if vendor in ("amd", "hygon"):
+        yield Hit(
+            f"{pre}{_inside(f)}; {f.host} reports KVM_CAP_NESTED_STATE={cap} but is AMD: the "
+            "kernel documentation says an L1 that started nested guests should not be migrated "
+            "or saved on AMD until they shut down",
+            fix,
+        )
+        return
+    if vendor != "intel":
+        shown = vendor.reason if isinstance(vendor, Unknown) else vendor
+        yield Hit(
+            f"{pre}{_inside(f)}; {f.host} reports KVM_CAP_NESTED_STATE={cap} but its CPU vendor "
+            f"({shown}) is not Intel, the only vendor the kernel documentation says this works on",
+            fix,
+        )
+        return
+    yield Hit(
+        f"{f.host} carries nested vCPU state (KVM_CAP_NESTED_STATE={cap}, Intel): {what} of "
+        f"{f.vm} keeps its nested guests (the kernel documentation: Linux 5.3+, QEMU 4.2+)",
+        severity=Severity.INFO,
+    )
+
+
+def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
+    """Hyper-V save/restore and checkpoint-apply: failed in the preview, lifted for version 8.0."""
+    pre, what = _unknown_prefix(f), _what(f)
+    version = f.config_version
+    preview = (
+        f"the Hyper-V nesting preview (build 10565) lists {what} as failing for a VM hosting VMs"
+    )
+    if isinstance(version, tuple) and version >= HYPERV_LIFTED_VERSION:
+        shown = ".".join(map(str, version))
+        yield Hit(
+            f"{pre}{_inside(f)}; {preview}, and Microsoft lifted it for VM configuration "
+            f"version 8.0 (Insider builds 14361+, June 2016: {lifted}); this VM is version {shown}",
+            fix,
+            severity=Severity.WARNING,
+        )
+        return
+    shown = "unknown" if not isinstance(version, tuple) else ".".join(map(str, version))
+    yield Hit(
+        f"{pre}{_inside(f)}; {preview}; Microsoft lifted it only for VM configuration version "
+        f"8.0+ and this VM is version {shown}",
+        fix,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The rules
+
+
+@op_rule("NV-O01", "live-migration-unsafe", (Operation.MIGRATE,))
+def live_migration_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Live-migrating a VM that runs nested guests can crash it or them.
+
+    ## What it checks
+    `migrate` of a running VM that exposes vmx/svm (judged as if it runs
+    nested guests: nestvirt cannot see inside; `--no-nested-guests` asserts
+    none run). KVM: the host must carry nested vCPU state — the real
+    `KVM_CAP_NESTED_STATE` of the host the VM runs on, read through
+    `/dev/kvm` (never guessed from versions) — and be Intel: the kernel
+    documentation says not to migrate an L1 running L2 guests on AMD. For a
+    remote libvirt URI the capability of that host cannot be read from here:
+    it is Unknown and the operation is judged unsafe (run preflight on that
+    host). TCG domains (`type='qemu'`): QEMU emulates svm, the KVM capability
+    does not apply and no source promises the nested state survives: unsafe.
+    Hyper-V: unsafe. A VM that is not running is moved offline: safe.
+
+    ## Why it matters
+    Without nested state the L2 guests' vCPU state is lost in flight: the
+    kernel documentation lists a kernel BUG, an oops or a panic, and the
+    migrated L1 "can no longer be considered stable or secure".
+
+    ## Example
+    `virsh migrate --live L1 qemu+ssh://dst/system` on a host whose
+    `KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE)` returns 0, or on an AMD host.
+    The same check covers the destination: `nestvirt guard install` there
+    refuses the incoming migration (libvirt's `migrate begin` hook).
+
+    ## Fix
+    Shut the nested guests down inside the VM first, then migrate (and say so:
+    `--no-nested-guests`); or shut the VM down and move it offline
+    (`virsh migrate --offline --persistent`, then start it on the destination).
+
+    ## Sources
+    Linux `Documentation/virt/kvm/x86/running-nested-guests.rst`, "Live
+    migration with nested KVM" (Intel: Linux 5.3 + QEMU 4.2; AMD: should not
+    be migrated or saved while L2 runs; an L1 merely configured for nesting
+    migrates normally). QEMU `target/i386/machine.c` (nested state and TCG svm
+    state subsections). Hyper-V nesting preview page (build 10565, 2015):
+    "Live migration will fail — a VM which hosts other VMs cannot be live
+    migrated"; still listed in the June 2016 notes (builds 14361+); the GA page
+    (Windows Server 2016 / Windows 10 1607) dropped the line without saying
+    it works; the Hyper-V TLFS "Nested virtualization" describes live
+    migration notifications for L1 hypervisors.
+    """
+    yield from _judge(f, _migrate)
+
+
+def _migrate(f: OperationFacts) -> Iterator[Hit]:
+    fix = (
+        f"shut the nested guests down inside {f.vm}, then migrate with --no-nested-guests "
+        f"asserted; or shut {f.vm} down and `virsh migrate --offline --persistent {f.vm} DEST`"
+    )
+    if not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: an offline migration moves only its definition; there is "
+            "no vCPU state to carry",
+            severity=Severity.INFO,
+        )
+        return
+    if f.accel == "hyperv":
+        yield Hit(
+            f"{_unknown_prefix(f)}{_inside(f)}; the Hyper-V nesting preview says a VM hosting "
+            "other VMs cannot be live migrated (still listed in June 2016; the GA page dropped "
+            "the line without saying it works)",
+            f"shut the nested VMs down inside {f.vm} (then --no-nested-guests), or stop "
+            f"{f.vm} and move it while off",
+        )
+        return
+    yield from _kvm_nested_state(f, fix)
+
+
+@op_rule("NV-O02", "save-restore-unsafe", (Operation.SAVE, Operation.RESTORE))
+def save_restore_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Saving a VM that runs nested guests, or restoring such an image, can crash it.
+
+    ## What it checks
+    `save` of a running (or paused) VM, and `restore` of a saved image (which
+    always holds a running VM), for a VM that exposes vmx/svm. KVM: the same
+    test as NV-O01 — the real `KVM_CAP_NESTED_STATE` of the host (the one
+    saving, the one restoring) and an Intel CPU; TCG: unsafe (the KVM
+    capability does not apply). Hyper-V: the preview said save/restore fails;
+    Microsoft lifted that for VM configuration version 8.0 (builds 14361+),
+    so a version 8.0+ VM gets a warning (safe), an older or unknown one an
+    error. Saving a VM that is not running is meaningless (libvirt and
+    Hyper-V refuse; there is nothing to save): safe, said as info.
+
+    ## Why it matters
+    A save image without the nested vCPU state resumes the L1 in the middle
+    of an L2 it no longer knows: the kernel documentation calls this
+    undefined behaviour (BUG, oops, panic) and says the VM must be restarted.
+
+    ## Example
+    `virsh save L1 /var/tmp/l1.sav` then `virsh restore /var/tmp/l1.sav`, or
+    `virsh managedsave L1` + `virsh start L1`, on a host with
+    `KVM_CAP_NESTED_STATE` = 0.
+
+    ## Fix
+    Shut the nested guests down first (then `--no-nested-guests`), or shut
+    the VM down instead of saving it. For an image already saved: boot the VM
+    fresh (`virsh managedsave-remove VM`; for `virsh save` files, define and
+    start the VM instead of restoring).
+
+    ## Sources
+    Linux `running-nested-guests.rst` ("migrated, saved, or loaded";
+    AMD: "should no longer be migrated or saved"); libvirt "Hooks for specific
+    system management" (`restore begin`). Hyper-V nesting preview page:
+    "Save/restore will fail"; Microsoft's June 2016 notes for builds 14361+
+    (VM version 8.0): "You can now Save and Start nested-enabled VMs".
+    """
+    yield from _judge(f, _save_restore)
+
+
+def _save_restore(f: OperationFacts) -> Iterator[Hit]:
+    if f.operation is Operation.SAVE and not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: there is nothing to save (only a running or paused VM can "
+            "be saved); safe, but meaningless",
+            severity=Severity.INFO,
+        )
+        return
+    if f.operation is Operation.SAVE:
+        fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
+    else:
+        fix = (
+            f"boot {f.vm} fresh instead of restoring (`virsh managedsave-remove {f.vm}`, "
+            "or define and start it without the saved file)"
+        )
+    if f.accel == "hyperv":
+        yield from _hyperv_lifted(f, '"You can now Save and Start nested-enabled VMs"', fix)
+        return
+    yield from _kvm_nested_state(f, fix)
+
+
+@op_rule("NV-O03", "checkpoint-apply-unsafe", (Operation.SNAPSHOT_REVERT,))
+def checkpoint_apply_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Reverting a running VM to a snapshot can crash its nested guests.
+
+    ## What it checks
+    `snapshot-revert` of a running VM that exposes vmx/svm. Reverting a
+    running VM loads saved vCPU state in place: KVM needs the same nested
+    state support as a restore (NV-O02: `KVM_CAP_NESTED_STATE`, Intel; TCG:
+    unsafe). Hyper-V: the preview said applying a checkpoint to a running VM
+    fails; Microsoft lifted that for VM configuration version 8.0 (builds
+    14361+): warning for 8.0+, error otherwise. A VM that is off: safe, with a
+    warning that a snapshot taken while it ran carries vCPU state too.
+
+    ## Why it matters
+    The nested guests running now are dropped without a shutdown, and the
+    state loaded from the snapshot may itself lack the nested vCPU state.
+
+    ## Example
+    `virsh snapshot-revert L1 before-upgrade` while L1 runs KVM guests.
+
+    ## Fix
+    Shut the VM down first and revert to a snapshot taken while it was off,
+    or shut the nested guests down (then `--no-nested-guests`).
+
+    ## Sources
+    Hyper-V nesting preview page: "Applying checkpoints to a running VM will
+    fail"; Microsoft's June 2016 notes for builds 14361+ (VM version 8.0):
+    "Creating and applying checkpoints now work for VM's with nested
+    virtualization enabled". Linux `running-nested-guests.rst` (saved/loaded
+    state). libvirt: no hook runs on snapshot revert, so the guard cannot
+    refuse it.
+    """
+    yield from _judge(f, _revert)
+
+
+def _revert(f: OperationFacts) -> Iterator[Hit]:
+    fix = f"shut {f.vm} down and revert to a snapshot taken while it was off"
+    if not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: reverting to a snapshot taken while it was off is safe; "
+            "one taken while it ran resumes saved vCPU state, with the limits of a restore "
+            "(`nestvirt preflight VM restore`)",
+            severity=Severity.WARNING,
+        )
+        return
+    if f.accel == "hyperv":
+        yield from _hyperv_lifted(
+            f,
+            '"Creating and applying checkpoints now work for VM\'s with nested virtualization"',
+            fix,
+        )
+        return
+    yield from _kvm_nested_state(f, fix)
+
+
+@op_rule("NV-O04", "memory-resize-unsafe", (Operation.MEMORY_RESIZE,))
+def memory_resize_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Changing the memory of a running VM that runs a hypervisor fails or starves its guests.
+
+    ## What it checks
+    `memory-resize` of a running VM that exposes vmx/svm. Hyper-V: Microsoft
+    (the preview and today's page) says that while Hyper-V runs inside a VM
+    its memory cannot change at run time and attempts fail — this depends on
+    the hypervisor running inside, not on nested guests, so
+    `--no-nested-guests` does not lift it: error. KVM: the resize (balloon,
+    `virsh setmem`; hot-unplug) works, but takes memory from the L1's OS,
+    which holds its nested guests' memory: warning (safe). An off VM: safe.
+
+    ## Why it matters
+    On Hyper-V the resize fails. On KVM, shrinking an L1 running nested
+    guests can push it to swap or to OOM-kill a nested guest.
+
+    ## Example
+    `Set-VMMemory -VMName L1 -StartupBytes 8GB` on a running nested Hyper-V
+    VM; `virsh setmem L1 2G --live`.
+
+    ## Fix
+    Stop the VM, change its memory, start it. On KVM, only grow it, or shut
+    the nested guests down first; `nestvirt enable VM` pins currentMemory to
+    memory (NV-V02).
+
+    ## Sources
+    Hyper-V nesting preview page: "Runtime memory resize will fail";
+    Microsoft "What is Nested Virtualization?" (2016–2025): "When Hyper-V is
+    running inside a virtual machine, the virtual machine must be turned off
+    to adjust its memory". libvirt `virsh setmem` (balloon).
+    """
+    yield from _judge(f, _memory)
+
+
+def _memory(f: OperationFacts) -> Iterator[Hit]:
+    if not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: its memory is set in its definition and takes effect at "
+            "the next start",
+            severity=Severity.INFO,
+        )
+        return
+    if f.accel == "hyperv":
+        asserted = (
+            " (asserting no nested guests does not help: the limit applies while Hyper-V runs "
+            "inside the VM)"
+            if f.assume_no_nested_guests
+            else ""
+        )
+        yield Hit(
+            f"{_unknown_prefix(f)}{f.vm} exposes the virtualization extensions; Microsoft says "
+            "that while Hyper-V runs inside a VM its memory cannot change at run time and the "
+            f"attempt fails{asserted}",
+            f"Stop-VM {f.vm}; Set-VMMemory {f.vm} -StartupBytes SIZE; Start-VM {f.vm}",
+        )
+        return
+    yield Hit(
+        f"{_unknown_prefix(f)}{_inside(f)}: the resize works, but shrinking it takes memory "
+        "from the L1 that holds its nested guests' memory (swap, OOM kills)",
+        f"only grow {f.vm}'s memory, or shut its nested guests down first",
+        severity=Severity.WARNING,
+    )
+
+
+def _judge(f: OperationFacts, decide: Callable[[OperationFacts], Iterator[Hit]]) -> Iterator[Hit]:
+    shared = list(_not_exposed_or_assumed(f))
+    if shared:
+        yield from shared
+        return
+    yield from decide(f)
+
+
+__all__ = [
+    "HYPERV_LIFTED_VERSION",
+    "Operation",
+    "OperationFacts",
+    "is_safe",
+    "judge",
+    "judge_facts",
+    "normalize_vendor",
+    "parse_operation",
+]
