@@ -257,7 +257,18 @@ class RemoteTransport:
         from pypsrp.powershell import RunspacePool
         from pypsrp.wsman import WSMan
 
-        wsman = WSMan(
+        try:
+            wsman = self._wsman(WSMan)
+        except ValueError as exc:  # pypsrp refuses an option combination
+            raise UsageError(f"PowerShell Remoting to {self.host}: {one_line(str(exc))}") from None
+        pool = RunspacePool(wsman)
+        with self._errors("open a PowerShell session"):
+            pool.open()
+        self._pool = pool
+        return pool
+
+    def _wsman(self, wsman_class: Any) -> Any:
+        return wsman_class(
             self.host,
             port=self.port,
             ssl=self.ssl,
@@ -269,11 +280,6 @@ class RemoteTransport:
             operation_timeout=min(self.operation_timeout, 60),
             read_timeout=self.operation_timeout + 10,
         )
-        pool = RunspacePool(wsman)
-        with self._errors("open a PowerShell session"):
-            pool.open()
-        self._pool = pool
-        return pool
 
     def _errors(self, doing: str) -> Any:
         return _RemoteErrors(self, doing)
@@ -286,7 +292,8 @@ class RemoteTransport:
         build(ps)
         with self._errors(doing):
             output = ps.invoke()
-        if ps.had_errors:
+        # a cmdlet's non-terminating error only lands in the error stream
+        if ps.had_errors or ps.streams.error:
             raise PowerShellError(_psrp_error_text(ps.streams.error) or f"{doing} failed")
         return list(output)
 
@@ -370,7 +377,11 @@ class _RemoteErrors:
 
 def _psrp_error_text(records: Sequence[Any]) -> str:
     for record in records:
-        command = getattr(record, "invocation_name", None) or ""
+        # InvocationInfo is only there with extended info; ErrorCategory_Activity
+        # carries the cmdlet's name in records Windows sends either way.
+        command = (
+            getattr(record, "invocation_name", None) or getattr(record, "activity", None) or ""
+        )
         message = None
         exception = getattr(record, "exception", None)
         adapted = getattr(exception, "adapted_properties", None) or {}
