@@ -195,6 +195,18 @@ def _cpu(root: Any) -> Any:
     return cpu
 
 
+_CPU_ATTRS = ("mode", "match", "check", "migratable", "deprecated_features")
+
+
+def _order_cpu_attributes(cpu: Any) -> None:
+    """Put <cpu>'s attributes in libvirt's order (only when we changed them)."""
+    items = dict(cpu.attrib)
+    rank = {name: i for i, name in enumerate(_CPU_ATTRS)}
+    cpu.attrib.clear()
+    for key in sorted(items, key=lambda k: rank.get(k, len(rank))):
+        cpu.set(key, items[key])
+
+
 def _features(root: Any, name: str) -> list[Any]:
     return [f for f in root.findall("cpu/feature") if f.get("name") == name]
 
@@ -228,6 +240,7 @@ class SetCpuMode(Edit):
             _remove(node)
         if self.mode == "host-passthrough" and cpu.get("migratable") is None:
             cpu.set("migratable", "on")
+        _order_cpu_attributes(cpu)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +260,7 @@ class SetCpuCustom(Edit):
         cpu.set("mode", "custom")
         cpu.set("match", "exact")
         cpu.set("check", "none")
+        _order_cpu_attributes(cpu)
         model = cpu.find("model")
         if model is None:
             model = _make("model", {"fallback": "allow"})
@@ -345,6 +359,11 @@ class SetMemory(Edit):
     kib: int
 
     def apply(self, root: Any) -> None:
+        if root.find("cpu/numa/cell") is not None:
+            raise XmlError(
+                "the domain splits its memory into NUMA cells (<cpu><numa>): change the cells' "
+                "memory with `virsh edit` instead of --memory"
+            )
         for tag in ("memory", "currentMemory"):
             node = root.find(tag)
             if node is None:
@@ -359,6 +378,16 @@ class SetMemory(Edit):
 @dataclass(frozen=True, slots=True)
 class RemoveMaxMemory(Edit):
     def apply(self, root: Any) -> None:
+        others = [
+            m.get("model")
+            for m in root.findall("devices/memory")
+            if m.get("model") != "virtio-mem"
+        ]
+        if others:
+            raise XmlError(
+                f"<maxMemory> is needed by memory device(s) ({', '.join(map(str, others))}): "
+                "remove them first with `virsh edit`"
+            )
         for node in root.findall("maxMemory"):
             _remove(node)
 

@@ -422,15 +422,15 @@ def build_disable_plan(
     opts = options or PlanOptions()
     b = _Builder(facts, findings)
     f = facts
-    shown = sorted(n for n in ("vmx", "svm") if f.cpu_features.get(n) in _ON)
+    candidates = {n for n in ("vmx", "svm") if f.cpu_features.get(n) in _ON}
     flag = wanted_flag(f)
-    if flag and flag not in shown and _exposed(f, flag):
-        shown.append(flag)
-    if is_tcg(f) and f.cpu_mode in ("host-model", "maximum") and "svm" not in shown:
-        shown.append("svm")
+    if flag and _exposed(f, flag):
+        candidates.add(flag)
     if f.cpu_mode in _PASSTHROUGH_MODES and not is_tcg(f):
-        shown.extend(n for n in f.host_virt_extensions if n not in shown)
-    shown = sorted(set(shown))
+        candidates.update(f.host_virt_extensions)
+    if is_tcg(f) and f.cpu_mode in ("host-model", "maximum"):
+        candidates.add("svm")
+    shown = sorted(n for n in candidates if f.cpu_features.get(n) not in _OFF)
     if shown:
         q = shlex.quote(f.name)
         b.add(HIDE, f"hide {' and '.join(shown)} from the guest (feature policy 'disable')",
