@@ -7,6 +7,8 @@ Prints one framed report (see console.py) on stdout, which is the serial console
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -19,7 +21,7 @@ from nestvirt.lab.console import frame
 
 SCHEMA = "nestvirt.lab-guest/1"
 MODULES_FILE = Path("/lab/modules.json")  # written by the image build
-PROBE_TIMEOUT_S = 90.0
+PROBE_TIMEOUT_S = 20.0  # per probe guest; a nested one needs ~0.1 s
 
 
 def cpu_facts(cpuinfo: str) -> dict[str, Any]:
@@ -70,22 +72,21 @@ def hypervisor() -> dict[str, Any] | None:
 
 
 def run_probe() -> tuple[dict[str, Any] | None, str | None]:
-    """`python3 -m nestvirt.probe --json` in this guest: the nested (depth 2) VM."""
+    """`python3 -m nestvirt.probe --json` in this guest — its own main(), in this interpreter
+    (a second CPython start costs ~1 s under TCG). Its guest is the nested (depth 2) VM."""
+    out, err = io.StringIO(), io.StringIO()
     try:
-        done = subprocess.run(
-            [sys.executable, "-S", "-m", "nestvirt.probe", "--json"],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"the probe did not finish within {PROBE_TIMEOUT_S:.0f} s"
+        from nestvirt.probe.__main__ import main as probe_main
+
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = probe_main(["--json", "--timeout", str(PROBE_TIMEOUT_S)])
+    except Exception as exc:
+        return None, f"the probe could not run: {type(exc).__name__}: {exc}"
     try:
-        return json.loads(done.stdout), None
+        return json.loads(out.getvalue()), None
     except json.JSONDecodeError:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return None, f"probe exit {done.returncode}: " + " | ".join(tail)
+        tail = (err.getvalue() or out.getvalue()).strip().splitlines()[-3:]
+        return None, f"probe exit {code}: " + " | ".join(tail)
 
 
 def read(path: str) -> str | None:
