@@ -208,11 +208,11 @@ def is_safe(findings: list[Finding]) -> bool:
 
 def _what(f: OperationFacts) -> str:
     return {
-        Operation.MIGRATE: "live migration",
-        Operation.SAVE: "saving",
-        Operation.RESTORE: "restoring a saved image",
-        Operation.SNAPSHOT_REVERT: "reverting to a snapshot",
-        Operation.MEMORY_RESIZE: "resizing memory",
+        Operation.MIGRATE: "a live migration",
+        Operation.SAVE: "a save",
+        Operation.RESTORE: "a restore of a saved image",
+        Operation.SNAPSHOT_REVERT: "a snapshot revert",
+        Operation.MEMORY_RESIZE: "a memory resize",
     }[f.operation]
 
 
@@ -270,7 +270,7 @@ def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
         return
     if cap <= 0:
         yield Hit(
-            f"{pre}{_inside(f)}; {f.host}'s kernel cannot save nested vCPU state "
+            f"{pre}{_inside(f)}; the kernel of {f.host} cannot save nested vCPU state "
             f"(KVM_CAP_NESTED_STATE=0): {what} of a VM running nested guests is undefined "
             "behaviour (kernel BUG, oops or panic; the VM must be restarted)",
             fix,
