@@ -178,7 +178,7 @@ def test_change_that_does_not_stick_is_rolled_back(define: Callable[..., Any]) -
     dom = define("enable-drop", type="qemu", cpu=INTEL_MODEL)
     before = inactive(dom)
     subject = DroppingSubject("qemu:///system", dom.name())
-    with pytest.raises(CannotFix, match="NV-V01 still fires.*previous definition is restored"):
+    with pytest.raises(CannotFix, match=r"NV-V01 still fires.*previous definition is restored"):
         enable.run(subject, enable.ENABLE, enable.FlowOptions(), show=lambda o: None,
                    confirm=lambda o: True)  # fmt: skip
     assert inactive(dom) == before
