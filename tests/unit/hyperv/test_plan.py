@@ -1,0 +1,311 @@
+"""plan_enable (pure), apply_plan and undo over the local transport's process boundary."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from conftest import GIB
+from fake_powershell import FakePowerShell
+from test_quoting import tokens
+
+from nestvirt.backends import hyperv
+from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError
+from nestvirt.errors import NotFound, UsageError
+from nestvirt.facts.hyperv import parse_snapshot
+
+
+def plan_for(doc: dict[str, Any], **opts: Any) -> Any:
+    snap = parse_snapshot(doc)
+    vm = snap.vms[0]
+    findings = hyperv.vm_findings(vm, snap.host)
+    options = {
+        "stop": False,
+        "mac_spoofing": False,
+        "memory_bytes": None,
+        "install_hypervisor": False,
+        **opts,
+    }
+    return hyperv.plan_enable(vm, snap.host, findings, **options)
+
+
+def actions(plan: Any) -> list[str]:
+    return [c.action for c in plan.changes]
+
+
+def test_full_order_of_the_issue(demo_doc: dict[str, Any]) -> None:
+    demo_doc["vms"][0]["Get-VM"]["State"] = "Saved"
+    plan = plan_for(
+        demo_doc,
+        stop=True,
+        mac_spoofing=True,
+        memory_bytes=8 * GIB,
+        install_hypervisor=True,
+        restart=True,
+    )
+    assert actions(plan) == [
+        "remove-saved-state",
+        "expose-virtualization-extensions",
+        "disable-dynamic-memory",
+        "enable-mac-spoofing",
+        "set-startup-memory",
+        "install-hypervisor",
+        "restart-vm",
+    ]
+    assert [c.command for c in plan.changes[:5]] == [
+        "Remove-VMSavedState -VMName 'DemoVM'",
+        "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true",
+        "Set-VMMemory -VMName 'DemoVM' -DynamicMemoryEnabled $false",
+        "Set-VMNetworkAdapter -VMName 'DemoVM' -MacAddressSpoofing On",
+        "Set-VMMemory -VMName 'DemoVM' -StartupBytes 8589934592",
+    ]
+    assert "saved state will be removed" in plan.notes[0]
+    assert plan.changes[5].command == (
+        "Start-VM -Name 'DemoVM'; Invoke-Command -VMName 'DemoVM' -Credential (Get-Credential) "
+        "-ScriptBlock { Enable-WindowsOptionalFeature -FeatureName Microsoft-Hyper-V -Online "
+        "-NoRestart }"
+    )
+    assert plan.changes[6].command == "Restart-VM -Name 'DemoVM' -Force"
+
+
+def test_running_vm_stop_or_refuse(demo_doc: dict[str, Any]) -> None:
+    demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
+    with pytest.raises(UsageError, match="'DemoVM' is running: .* pass --stop"):
+        plan_for(demo_doc)
+    plan = plan_for(demo_doc, stop=True)
+    assert actions(plan) == [
+        "stop-vm",
+        "expose-virtualization-extensions",
+        "disable-dynamic-memory",
+    ]
+    assert plan.changes[0].command == "Stop-VM -Name 'DemoVM' -Force"
+    assert plan.changes[0].codes == ("NV-V07",)
+
+
+def test_running_vm_only_mac_spoofing_needs_no_stop(demo_doc: dict[str, Any]) -> None:
+    vm = demo_doc["vms"][0]
+    vm["Get-VM"]["State"] = "Running"
+    vm["Get-VMProcessor"]["ExposeVirtualizationExtensions"] = True
+    vm["Get-VMMemory"]["DynamicMemoryEnabled"] = False
+    assert actions(plan_for(demo_doc, mac_spoofing=True)) == ["enable-mac-spoofing"]
+
+
+def test_ready_vm_gives_empty_plan(demo_doc: dict[str, Any]) -> None:
+    vm = demo_doc["vms"][0]
+    vm["Get-VM"]["State"] = "Running"
+    vm["Get-VMProcessor"]["ExposeVirtualizationExtensions"] = True
+    vm["Get-VMMemory"]["DynamicMemoryEnabled"] = False
+    vm["Get-VMMemory"]["Startup"] = 4 * GIB
+    vm["Get-VMNetworkAdapter"][0]["MacAddressSpoofing"] = "On"
+    plan = plan_for(demo_doc, mac_spoofing=True, memory_bytes=4 * GIB)
+    assert plan.empty
+    assert hyperv.plan_json(plan) == {
+        "schema": "nestvirt.plan/1",
+        "vm": "DemoVM",
+        "changes": [],
+        "applied": False,
+    }
+
+
+def test_plan_json(demo_doc: dict[str, Any]) -> None:
+    doc = hyperv.plan_json(plan_for(demo_doc))
+    assert doc == {
+        "schema": "nestvirt.plan/1",
+        "vm": "DemoVM",
+        "applied": False,
+        "changes": [
+            {
+                "code": "NV-V01",
+                "action": "expose-virtualization-extensions",
+                "command": "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true",
+            },
+            {
+                "code": "NV-V02",
+                "action": "disable-dynamic-memory",
+                "command": "Set-VMMemory -VMName 'DemoVM' -DynamicMemoryEnabled $false",
+            },
+        ],
+    }
+    json.dumps(doc)
+
+
+@pytest.mark.parametrize("memory", [0, -2 * 1024**2, 4 * GIB + 1, 1000])
+def test_memory_must_be_2mib_multiple(demo_doc: dict[str, Any], memory: int) -> None:
+    with pytest.raises(UsageError, match="multiple of 2 MiB"):
+        plan_for(demo_doc, memory_bytes=memory)
+
+
+def test_unfixable_errors_are_reported(demo_doc: dict[str, Any]) -> None:
+    demo_doc["vms"][0]["Get-VM"]["Version"] = "5.0"
+    plan = plan_for(demo_doc)
+    assert [f.code for f in plan.unfixable] == ["NV-V08"]
+
+
+HOSTILE = [
+    "it's",
+    "a;b",
+    "$(Stop-Computer)",
+    "back`tick",
+    "new\nline",
+    "Ünïcødé ☃",
+    "‘curly’ ‚low‛",
+    "'; Remove-Item C:\\ -Recurse; '",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_single_literals(demo_doc: dict[str, Any], name: str) -> None:
+    demo_doc["vms"][0]["Get-VM"]["Name"] = name
+    plan = plan_for(demo_doc, mac_spoofing=True, memory_bytes=8 * GIB)
+    for change in plan.changes:
+        toks = tokens(change.command)
+        assert toks[1] == "-VMName" and toks[2] == name, change.command
+        assert len(toks) % 2 == 1  # cmdlet, then -Param value pairs: nothing leaked out
+
+
+# --- apply and undo ----------------------------------------------------------
+
+
+def test_apply_then_undo_restores(demo_doc: dict[str, Any]) -> None:
+    demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
+    original = copy.deepcopy(demo_doc["vms"][0])
+    fake = FakePowerShell(demo_doc)
+    t = LocalTransport(executable="powershell.exe", runner=fake)
+    snap = hyperv.read_facts(t, ["DemoVM"])
+    vm = hyperv.select_one(snap, "DemoVM")
+    plan = hyperv.plan_enable(
+        vm,
+        snap.host,
+        hyperv.vm_findings(vm, snap.host),
+        stop=True,
+        mac_spoofing=True,
+        memory_bytes=4 * GIB,
+        install_hypervisor=False,
+    )
+    journaled: list[dict[str, Any]] = []
+    record = hyperv.apply_plan(t, plan, journal=lambda r: journaled.append(copy.deepcopy(r)))
+    assert record["applied"] == actions(plan)
+    assert journaled[0]["applied"] == [] and journaled[-1] == record
+    assert record["before"]["ExposeVirtualizationExtensions"] is False
+    json.dumps(record)
+
+    after = hyperv.select_one(hyperv.read_facts(t, ["DemoVM"]), "DemoVM")
+    assert hyperv.vm_findings(after, snap.host) == []  # ready: V01..V04 cleared, VM off
+
+    writes = [c for c in fake.calls if c["script"] == "invoke"]
+    assert [c["args"]["cmdlet"] for c in writes] == [
+        "Stop-VM",
+        "Set-VMProcessor",
+        "Set-VMMemory",
+        "Set-VMNetworkAdapter",
+        "Set-VMMemory",
+    ]
+    assert writes[1]["args"]["parameters"] == {"ExposeVirtualizationExtensions": True}
+    assert writes[3]["args"]["parameters"] == {"MacAddressSpoofing": "On"}
+    assert all(c["args"]["vm_id"] == original["Get-VM"]["Id"] for c in writes)
+
+    undo_plan = hyperv.undo(t, record)
+    assert [c.action for c in undo_plan.changes] == [
+        "restore-virtualization-extensions",
+        "restore-dynamic-memory",
+        "restore-startup-memory",
+        "restore-mac-spoofing",
+    ]
+    now = demo_doc["vms"][0]
+    for key in ("Get-VMProcessor", "Get-VMMemory", "Get-VMNetworkAdapter"):
+        assert now[key] == original[key], key
+    # a second undo has nothing left to do
+    assert hyperv.undo(t, record).empty
+
+
+def test_apply_failure_names_step_and_what_was_done(demo_doc: dict[str, Any]) -> None:
+    fake = FakePowerShell(demo_doc, fail={"Set-VMMemory": "Failed to modify device 'Memory'."})
+    t = LocalTransport(executable="powershell.exe", runner=fake)
+    plan = plan_for(demo_doc)
+    journaled: list[dict[str, Any]] = []
+    with pytest.raises(PowerShellError) as exc:
+        hyperv.apply_plan(t, plan, journal=lambda r: journaled.append(copy.deepcopy(r)))
+    assert str(exc.value) == (
+        "step 2 (disable-dynamic-memory) failed: Set-VMMemory: Failed to modify device "
+        "'Memory'. — applied before it: expose-virtualization-extensions"
+    )
+    assert journaled[-1]["applied"] == ["expose-virtualization-extensions"]
+
+
+def test_apply_refuses_when_vm_started_since_planning(demo_doc: dict[str, Any]) -> None:
+    plan = plan_for(demo_doc)
+    demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
+    fake = FakePowerShell(demo_doc)
+    with pytest.raises(UsageError, match="now running"):
+        hyperv.apply_plan(LocalTransport(executable="p", runner=fake), plan)
+    assert not [c for c in fake.calls if c["script"] == "invoke"]
+
+
+def test_apply_refuses_duplicate_names(demo_doc: dict[str, Any]) -> None:
+    twin = copy.deepcopy(demo_doc["vms"][0])
+    twin["Get-VM"]["Id"] = "00000000-0000-0000-0000-000000000002"
+    demo_doc["vms"].append(twin)
+    fake = FakePowerShell(demo_doc)
+    with pytest.raises(UsageError, match="2 Hyper-V VMs are named 'DemoVM'"):
+        hyperv.apply_plan(
+            LocalTransport(executable="p", runner=fake),
+            plan_for({**demo_doc, "vms": demo_doc["vms"][:1]}),
+        )
+
+
+def test_install_hypervisor_passes_credentials_as_data(
+    demo_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NESTVIRT_GUEST_USER", "admin")
+    monkeypatch.setenv("NESTVIRT_GUEST_PASSWORD", "p'w$(x)")
+    fake = FakePowerShell(demo_doc)
+    t = LocalTransport(executable="powershell.exe", runner=fake)
+    plan = plan_for(demo_doc, install_hypervisor=True)
+    hyperv.apply_plan(t, plan)
+    (call,) = [c for c in fake.calls if c["script"] == "install"]
+    assert call["args"]["user"] == "admin" and call["args"]["password"] == "p'w$(x)"
+    assert all("p'w$(x)" not in a for a in call["argv"])
+
+
+def test_install_hypervisor_without_credentials_refuses(
+    demo_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NESTVIRT_GUEST_USER", raising=False)
+    monkeypatch.delenv("NESTVIRT_GUEST_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    fake = FakePowerShell(demo_doc)
+    plan = plan_for(demo_doc, install_hypervisor=True)
+    with pytest.raises(UsageError, match="NESTVIRT_GUEST_USER"):
+        hyperv.apply_plan(LocalTransport(executable="p", runner=fake), plan)
+
+
+def test_snapshot_transport_is_read_only(tmp_path: Any, demo_doc: dict[str, Any]) -> None:
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps(demo_doc))
+    t = hyperv.open_transport(host=None, snapshot=str(p))
+    with pytest.raises(UsageError, match="read-only"):
+        hyperv.apply_plan(t, plan_for(demo_doc))
+
+
+def test_undo_running_vm_needs_stop(demo_doc: dict[str, Any]) -> None:
+    fake = FakePowerShell(demo_doc)
+    t = LocalTransport(executable="p", runner=fake)
+    record = hyperv.apply_plan(t, plan_for(demo_doc))
+    demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
+    with pytest.raises(UsageError, match="pass --stop"):
+        hyperv.undo(t, record)
+    plan = hyperv.undo(t, record, stop=True)
+    assert [c.action for c in plan.changes][0] == "stop-vm"
+
+
+def test_undo_vm_gone(demo_doc: dict[str, Any]) -> None:
+    fake = FakePowerShell(demo_doc)
+    t = LocalTransport(executable="p", runner=fake)
+    record = hyperv.apply_plan(t, plan_for(demo_doc))
+    demo_doc["vms"].clear()
+    with pytest.raises(NotFound, match="no longer exists"):
+        hyperv.undo(t, record)
+    with pytest.raises(UsageError, match="not a Hyper-V undo record"):
+        hyperv.undo(t, {"schema": "x"})
