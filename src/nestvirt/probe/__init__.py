@@ -12,10 +12,13 @@ is cheap: the KVM and CPUID modules load when the probe runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nestvirt.model import Finding
 from nestvirt.probe.result import Failure, HypervisorInfo, ModeResult, ProbeResult, Stage
+
+if TYPE_CHECKING:
+    from nestvirt.probe.guests import Guest
 
 SCHEMA = "nestvirt.probe/1"
 DEFAULT_MODES = ("real", "long")
@@ -24,7 +27,12 @@ DEFAULT_MODES = ("real", "long")
 def run_probe(
     timeout: float = 2.0, modes: tuple[str, ...] = DEFAULT_MODES, device: str = "/dev/kvm"
 ) -> ProbeResult:
-    """Run the probe; `timeout` is how long each guest may run (seconds)."""
+    """Run the probe: open `device`, run each guest of `modes` in its own VM.
+
+    `timeout` is how long each guest may run (seconds) before it counts as hung.
+    KVM failures come back as `Failure`s in the result; only bad arguments raise
+    (ValueError).
+    """
     return _probe(timeout, modes, device)
 
 
@@ -32,7 +40,7 @@ def _probe(
     timeout: float,
     modes: tuple[str, ...],
     device: str,
-    guests: dict[str, Any] | None = None,
+    guests: dict[str, Guest] | None = None,
 ) -> ProbeResult:
     """run_probe with injectable guests ({mode: Guest}), for fault-injection tests."""
     import os
