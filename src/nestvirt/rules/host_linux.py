@@ -32,7 +32,8 @@ def cpu_virt_missing(host: LinuxHostFacts) -> Iterator[Hit]:
     The `flags` line of `/proc/cpuinfo` for `vmx` or `svm`. Flags alone are not
     the whole truth: a paravirtual KVM module (for example `kvm_pvm`) serves
     `/dev/kvm` on CPUs without either flag. So when the KVM probe runs a guest
-    anyway, this is reported as information naming the module that does it.
+    anyway, this is a warning naming the module that does it: guests run, but
+    a VM started here can nest only under emulation (TCG), not with KVM.
 
     ## Why it matters
     Without the extensions no hardware-assisted hypervisor can run here, and a
@@ -58,7 +59,7 @@ def cpu_virt_missing(host: LinuxHostFacts) -> Iterator[Hit]:
             f"no vmx/svm in /proc/cpuinfo, yet /dev/kvm runs guests (served by {module}): "
             "guests started here get no hardware extensions to nest with",
             "for a nested lab use TCG with an SVM CPU model (`nestvirt lab`)",
-            severity=Severity.INFO,
+            severity=Severity.WARNING,
         )
         return
     yield Hit(

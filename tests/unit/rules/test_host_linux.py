@@ -25,10 +25,10 @@ def test_nv_h01_no_flags_and_no_guest_is_error() -> None:
     assert codes(facts)["NV-H01"] is Severity.ERROR
 
 
-def test_nv_h01_no_flags_but_guests_run_is_info_naming_module() -> None:
+def test_nv_h01_no_flags_but_guests_run_is_warning_naming_module() -> None:
     facts = bare_metal_intel(cpu_virt_flags=(), kvm_vendor_modules=("kvm_pvm",), nested={})
     (finding,) = [f for f in rules.run(Target.HOST, Platform.LINUX, facts) if f.code == "NV-H01"]
-    assert finding.severity is Severity.INFO
+    assert finding.severity is Severity.WARNING
     assert "kvm_pvm" in finding.message
 
 
