@@ -135,10 +135,11 @@ def _accel_verdict(
     if verdict.get("kvm_boots"):
         return "kvm", [], [f"accel kvm: the lab kernel booted under KVM in {verdict['seconds']} s"
                            + when]  # fmt: skip
-    served = f", /dev/kvm served by {probe.vendor_module}" if probe.vendor_module else ""
+    served = f" (/dev/kvm served by {probe.vendor_module})" if probe.vendor_module else ""
+    why = verdict.get("error") or f"no init within {BOOT_TEST_S:.0f} s"
     message = (
-        f"a Linux guest does not boot under KVM here (no init within {BOOT_TEST_S:.0f} s"
-        f"{served}) although the probe's small guests run: the lab uses TCG"
+        f"a Linux guest does not boot under KVM here{served} although the probe's small guests "
+        f"run: {why}; the lab uses TCG"
     )
     finding = Finding(
         "NV-H07", "kvm-not-functional", Severity.ERROR, message,
