@@ -320,12 +320,22 @@ class RemoteTransport:
     def run_cmdlet(self, vm_id: str, cmdlet: str, parameters: Mapping[str, Any]) -> None:
         _check_cmdlet(cmdlet)
 
+        from pypsrp.serializer import TaggedValue
+
+        def psrp_value(value: Any) -> Any:
+            if value is None:
+                return None  # a switch, for pypsrp too
+            wire = hyperv_ps.wire_value(value)
+            if isinstance(wire, int) and not isinstance(wire, bool):
+                # pypsrp tags every int I32; byte counts (StartupBytes) need Int64
+                return TaggedValue("I64", wire)
+            return wire
+
         def build(ps: Any) -> None:
             ps.add_cmdlet("Get-VM").add_parameter("Id", vm_id)
             ps.add_cmdlet(cmdlet)
             for name, value in parameters.items():
-                # None is a switch for pypsrp too
-                ps.add_parameter(name, None if value is None else hyperv_ps.wire_value(value))
+                ps.add_parameter(name, psrp_value(value))
 
         self._invoke(build, cmdlet)
 

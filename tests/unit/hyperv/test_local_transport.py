@@ -104,7 +104,7 @@ def test_non_json_error_and_output() -> None:
             "Get-VM : You do not have the required\r\npermission to complete this task.\r\n",
         )
 
-    with pytest.raises(PowerShellError, match="^Get-VM : You do not have the required permission"):
+    with pytest.raises(PowerShellError, match=r"^Get-VM : You do not have the required permission"):
         transport(runner).collect([])
 
     def garbage(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -72,7 +72,7 @@ def test_full_order_of_the_issue(demo_doc: dict[str, Any]) -> None:
 
 def test_running_vm_stop_or_refuse(demo_doc: dict[str, Any]) -> None:
     demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
-    with pytest.raises(UsageError, match="'DemoVM' is running: .* pass --stop"):
+    with pytest.raises(UsageError, match=r"'DemoVM' is running: .* pass --stop"):
         plan_for(demo_doc)
     plan = plan_for(demo_doc, stop=True)
     assert actions(plan) == [
@@ -297,7 +297,7 @@ def test_undo_running_vm_needs_stop(demo_doc: dict[str, Any]) -> None:
     with pytest.raises(UsageError, match="pass --stop"):
         hyperv.undo(t, record)
     plan = hyperv.undo(t, record, stop=True)
-    assert [c.action for c in plan.changes][0] == "stop-vm"
+    assert plan.changes[0].action == "stop-vm"
 
 
 def test_undo_vm_gone(demo_doc: dict[str, Any]) -> None:

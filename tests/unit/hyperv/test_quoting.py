@@ -52,7 +52,7 @@ def tokens(command: str) -> list[str]:
 
 hostile = st.text(
     alphabet=st.one_of(
-        st.sampled_from(list("'\u2018\u2019\u201a\u201b\"`$();|&\n\r\t {}@#<>-") + ["\x00"]),
+        st.sampled_from([*"'\u2018\u2019\u201a\u201b\"`$();|&\n\r\t {}@#<>-", "\x00"]),
         st.characters(),
     )
 )
