@@ -30,7 +30,7 @@ from typing import Any
 
 from nestvirt import rules
 from nestvirt.backends import hyperv_ps
-from nestvirt.backends.hyperv_ps import Enum, ps_quote, render_command
+from nestvirt.backends.hyperv_ps import Bare, ps_quote, render_command
 from nestvirt.backends.hyperv_transport import (
     ENV_PASSWORD,
     ENV_USER,
@@ -342,7 +342,7 @@ def plan_enable(
                 ("NV-V04",),
                 name,
                 "Set-VMNetworkAdapter",
-                {"MacAddressSpoofing": Enum("On")},
+                {"MacAddressSpoofing": Bare("On")},
                 "allow MAC address spoofing on every adapter (network for nested guests)",
             )
         )

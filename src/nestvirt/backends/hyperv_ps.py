@@ -51,14 +51,14 @@ def render_command(cmdlet: str, parameters: Mapping[str, Any]) -> str:
     for name, value in parameters.items():
         if value is None:
             parts.append(f"-{name}")
-        elif isinstance(value, Enum):
+        elif isinstance(value, Bare):
             parts.append(f"-{name} {value.text}")
         else:
             parts.append(f"-{name} {ps_value(value)}")
     return " ".join(parts)
 
 
-class Enum:
+class Bare:
     """A bare enum word for a shown command (`-MacAddressSpoofing On`); sent as its string."""
 
     __slots__ = ("text",)
@@ -69,18 +69,18 @@ class Enum:
         self.text = text
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Enum) and other.text == self.text
+        return isinstance(other, Bare) and other.text == self.text
 
     def __hash__(self) -> int:
         return hash(self.text)
 
     def __repr__(self) -> str:
-        return f"Enum({self.text!r})"
+        return f"Bare({self.text!r})"
 
 
 def wire_value(value: Any) -> Any:
     """A parameter value as sent to PowerShell (JSON locally, PSRP remotely)."""
-    if isinstance(value, Enum):
+    if isinstance(value, Bare):
         return value.text
     if value is None:  # a switch
         return True
@@ -306,7 +306,7 @@ __all__ = [
     "INVOKE_SCRIPT",
     "PS_SINGLE_QUOTES",
     "WRITE_CMDLETS",
-    "Enum",
+    "Bare",
     "local_script",
     "ps_quote",
     "ps_value",

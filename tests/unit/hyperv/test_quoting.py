@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nestvirt.backends.hyperv_ps import PS_SINGLE_QUOTES, Enum, ps_quote, render_command
+from nestvirt.backends.hyperv_ps import PS_SINGLE_QUOTES, Bare, ps_quote, render_command
 
 QUOTES = set(PS_SINGLE_QUOTES)
 
@@ -67,7 +67,7 @@ def test_round_trip(value: str) -> None:
 @given(hostile, hostile)
 def test_literal_never_leaks_into_the_next_token(a: str, b: str) -> None:
     command = render_command(
-        "Set-VMNetworkAdapter", {"VMName": a, "Name": b, "MacAddressSpoofing": Enum("On")}
+        "Set-VMNetworkAdapter", {"VMName": a, "Name": b, "MacAddressSpoofing": Bare("On")}
     )
     assert tokens(command) == [
         "Set-VMNetworkAdapter",
