@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 from nestvirt import rules
@@ -49,18 +50,18 @@ def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool)
     return StatusReport(host, tuple(reports))
 
 
-def remote_host_report(conn: object, uri: str) -> HostReport:
+def remote_host_report(conn: Any, uri: str) -> HostReport:
     """A remote libvirt host: what its capabilities say; host rules need nestvirt there."""
     from nestvirt.backends import libvirt as backend
 
-    vendor, extensions = backend.host_cpu(conn)  # type: ignore[arg-type]
+    vendor, extensions = backend.host_cpu(conn)
     facts = {
         "uri": uri,
         "cpu_vendor": vendor,
         "virt_extensions": list(extensions),
         "note": "host rules run only on the machine nestvirt runs on; run nestvirt there",
     }
-    return HostReport(str(conn.getHostname()), "linux", facts, ())  # type: ignore[attr-defined]
+    return HostReport(str(conn.getHostname()), "linux", facts, ())
 
 
 def _is_remote(uri: str) -> bool:
