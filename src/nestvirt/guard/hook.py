@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, BinaryIO, TextIO
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ms on the fast path
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, TextIO
 
 JUDGED = frozenset({("migrate", "begin"), ("restore", "begin")})
 ENV_LOG = "NESTVIRT_GUARD_LOG"
