@@ -259,7 +259,10 @@ def _hyperv(
     from nestvirt.backends import hyperv as hv
 
     transport = hv.open_transport(host=hyperv or None, snapshot=snapshot)
-    snap = hv.read_facts(transport, [vm])
+    try:
+        snap = hv.read_facts(transport, [vm])
+    finally:
+        transport.close()  # a remote session must not outlive the question
     facts = hv.select_one(snap, vm)
     maker = snap.host.cpu_manufacturer
     vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
