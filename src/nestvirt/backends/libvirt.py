@@ -113,7 +113,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
     live_features = None
     if running:
         live = etree.fromstring(dom.XMLDesc(0).encode())
-        live_features = _cpu_features(live)
+        live_features = cpu_features_of(live)
     vendor, extensions = host_cpu(conn)
     cpu = root.find("cpu")
     mode = None if cpu is None else cpu.get("mode", "custom")
@@ -127,7 +127,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         host_virt_extensions=extensions,
         cpu_mode=mode,
         cpu_model=model,
-        cpu_features=_cpu_features(root),
+        cpu_features=cpu_features_of(root),
         cpu_model_extensions=model_extensions(conn, mode, model),
         live_cpu_features=live_features,
         memory_kib=_kib(root.find("memory")),
@@ -141,7 +141,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
     )
 
 
-def _cpu_features(root: Any) -> dict[str, str]:
+def cpu_features_of(root: Any) -> dict[str, str]:
     return {
         f.get("name"): f.get("policy", "require")
         for f in root.findall("cpu/feature")

@@ -19,7 +19,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nestvirt.backends.libvirt import QEMU_DEFAULT_MODEL, _cpu_features
+from nestvirt.backends.libvirt import QEMU_DEFAULT_MODEL, cpu_features_of
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.model import Unknown
 
@@ -71,7 +71,7 @@ def facts_from_xml(
         host_virt_extensions=(),
         cpu_mode=mode,
         cpu_model=model,
-        cpu_features=_cpu_features(root),
+        cpu_features=cpu_features_of(root),
         cpu_model_extensions=model_extensions(mode, model, cpu_map),
     )
 
