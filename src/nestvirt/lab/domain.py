@@ -87,6 +87,7 @@ def base_xml(spec: LabSpec) -> str:
         "  <on_reboot>destroy</on_reboot>\n"
         "  <on_crash>destroy</on_crash>\n"
         "  <devices>\n"
+        "    <controller type='usb' model='none'/>\n"  # UHCI polling costs seconds under TCG
         f"{serial}"
         "    <memballoon model='none'/>\n"
         "  </devices>\n"

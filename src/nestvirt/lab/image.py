@@ -170,7 +170,7 @@ def pvh_vmlinux(bzimage: bytes) -> bytes | None:
 def _has_pvh_note(elf: bytes) -> bool:
     if elf[:4] != b"\x7fELF" or elf[4] != 2:
         return False
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
     for i in range(phnum):
         p_type, _flags, p_offset, _vaddr, _paddr, p_filesz = struct.unpack_from(

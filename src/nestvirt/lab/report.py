@@ -62,8 +62,10 @@ class LabReport:
 def _us(modes: dict[str, Any]) -> float | None:
     for name in MODE_ORDER:
         mode = modes.get(name)
-        us = getattr(mode, "us_per_exit", None) if not isinstance(mode, dict) else mode.get(
-            "us_per_exit"
+        us = (
+            getattr(mode, "us_per_exit", None)
+            if not isinstance(mode, dict)
+            else mode.get("us_per_exit")
         )
         ok = getattr(mode, "ok", None) if not isinstance(mode, dict) else mode.get("ok")
         if ok and us is not None:
@@ -119,8 +121,11 @@ def guest_findings(guest: dict[str, Any]) -> list[Finding]:
     for item in (guest.get("probe") or {}).get("findings") or []:
         found.append(
             Finding(
-                item["code"], item.get("name", ""), Severity(item.get("severity", "error")),
-                f"lab VM (depth 1): {item.get('message', '')}", item.get("fix"),
+                item["code"],
+                item.get("name", ""),
+                Severity(item.get("severity", "error")),
+                f"lab VM (depth 1): {item.get('message', '')}",
+                item.get("fix"),
             )
         )
     return found

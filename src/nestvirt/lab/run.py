@@ -225,9 +225,7 @@ def _boot(
     return _boot_libvirt(name, options, img, accel, say, event)
 
 
-def _expose(
-    spec: domain.LabSpec, options: LabOptions, uri: str, say: Progress
-) -> expose.Exposure:
+def _expose(spec: domain.LabSpec, options: LabOptions, uri: str, say: Progress) -> expose.Exposure:
     exposure = expose.expose(
         domain.base_xml(spec), lambda xml: domain.facts_of(xml, spec, uri), enabled=options.expose
     )

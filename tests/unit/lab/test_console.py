@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +11,13 @@ from hypothesis import strategies as st
 from nestvirt.lab import console
 
 REPORT = {"schema": "nestvirt.lab-guest/1", "dev_kvm": True, "virt_extensions": ["svm"]}
-TEXT = "SeaBIOS\r\n" + console.BOOTED + "\r\n" + console.frame(REPORT).replace("\n", "\r\n") + "[ 7.1] reboot: Power down\r\n"
+TEXT = (
+    "SeaBIOS\r\n"
+    + console.BOOTED
+    + "\r\n"
+    + console.frame(REPORT).replace("\n", "\r\n")
+    + "[ 7.1] reboot: Power down\r\n"
+)
 
 
 def test_whole_text() -> None:
@@ -26,7 +34,7 @@ def test_not_yet_complete() -> None:
 def test_any_chunking(cuts: list[int]) -> None:
     reader = console.MarkerReader()
     bounds = [0, *sorted(cuts), len(TEXT)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         reader.feed(TEXT[a:b])
     assert reader.booted
     assert reader.report == REPORT

@@ -64,5 +64,7 @@ def test_any_files_round_trip(files: dict[str, bytes]) -> None:
     # a path that is also a parent directory of another cannot be a file
     files = {p: d for p, d in files.items() if not any(o.startswith(p + "/") for o in files)}
     entries = [cpio.Entry.file(p, d) for p, d in files.items()]
-    back = {e.path: e.data for e in cpio.read_cpio(cpio.write_cpio(entries)) if stat.S_ISREG(e.mode)}
+    back = {
+        e.path: e.data for e in cpio.read_cpio(cpio.write_cpio(entries)) if stat.S_ISREG(e.mode)
+    }
     assert back == files

@@ -44,9 +44,15 @@ def test_kvm_lab_vm_gets_the_host_extension() -> None:
 
 
 def test_guest_cpu_facts() -> None:
-    info = "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu svm hypervisor npt sse\n"
+    info = (
+        "vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu svm hypervisor npt sse\n"
+    )
     cpu = guest.cpu_facts(info)
-    assert cpu == {"vendor": "AuthenticAMD", "model": "AMD EPYC", "flags": ["hypervisor", "npt", "svm"]}
+    assert cpu == {
+        "vendor": "AuthenticAMD",
+        "model": "AMD EPYC",
+        "flags": ["hypervisor", "npt", "svm"],
+    }
     assert guest.vendor_module(cpu["vendor"], cpu["flags"]) == "kvm_amd"
     assert guest.vendor_module("GenuineIntel", ["vmx"]) == "kvm_intel"
 
