@@ -35,6 +35,7 @@ def vm_codes(conn: object, dom: object) -> dict[str, Severity]:
         ("qemu", "<cpu mode='custom' match='exact' check='none'><model>Westmere</model><feature policy='require' name='vmx'/></cpu>", True),
         ("qemu", "<cpu mode='custom' match='exact' check='none'><model>qemu64</model><feature policy='forbid' name='svm'/></cpu>", True),
         ("qemu", "", False),  # no <cpu>: QEMU's qemu64 carries svm, which TCG emulates
+        ("qemu", "<cpu mode='custom' match='exact' check='none'><model>Penryn</model><feature policy='require' name='svm'/></cpu>", True),
     ],
 )  # fmt: skip
 def test_nv_v01_on_real_definitions(

@@ -129,6 +129,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         cpu_model=model,
         cpu_features=cpu_features_of(root),
         cpu_model_extensions=model_extensions(conn, mode, model),
+        cpu_model_vendor=model_vendor(conn, root.get("type", ""), mode, model),
         live_cpu_features=live_features,
         memory_kib=_kib(root.find("memory")),
         current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
@@ -236,6 +237,41 @@ def _model_extensions(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...]
     except lv.libvirtError as exc:
         return Unknown(f"CPU model {model!r} not expandable: {exc.get_error_message()}")
     return tuple(n for n in ("vmx", "svm") if f"name='{n}'" in (expanded or ""))
+
+
+# Models libvirt lists with vendor='unknown': the vendor QEMU gives them (target/i386/cpu.c).
+QEMU_MODEL_VENDORS = {
+    "qemu64": "AMD", "qemu32": "Intel", "kvm64": "Intel", "kvm32": "Intel", "486": "Intel",
+    "pentium": "Intel", "pentium2": "Intel", "pentium3": "Intel",
+}  # fmt: skip
+
+
+def model_vendor(
+    conn: libvirt_t.virConnect, virt_type: str, mode: str | None, model: str | None
+) -> str | Unknown | None:
+    """The CPUID vendor the guest sees for a named model, from domain capabilities."""
+    if mode in ("host-passthrough", "host-model"):
+        return None
+    name = (model or QEMU_DEFAULT_MODEL).strip()
+    vendors = _model_vendors(conn, virt_type or "kvm")
+    if isinstance(vendors, Unknown):
+        return vendors
+    vendor = vendors.get(name, "unknown")
+    if vendor == "unknown":
+        return QEMU_MODEL_VENDORS.get(name, Unknown(f"no vendor known for CPU model {name!r}"))
+    return vendor
+
+
+def _model_vendors(conn: libvirt_t.virConnect, virt_type: str) -> dict[str, str] | Unknown:
+    from lxml import etree
+
+    lv = _libvirt()
+    try:
+        caps = conn.getDomainCapabilities(None, "x86_64", None, virt_type, 0)
+    except lv.libvirtError as exc:
+        return Unknown(f"no domain capabilities for {virt_type}: {exc.get_error_message()}")
+    models = etree.fromstring(caps.encode()).findall("cpu/mode[@name='custom']/model")
+    return {(m.text or "").strip(): m.get("vendor", "unknown") for m in models}
 
 
 def _interfaces(conn: libvirt_t.virConnect, root: Any) -> Iterator[Interface]:

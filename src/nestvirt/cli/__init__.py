@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"nestvirt: {exc}", err=True)
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C in Abort
+            click.echo("nestvirt: interrupted", err=True)
+            return 130
         click.echo("nestvirt: aborted", err=True)
         return int(ExitCode.USAGE)
     except click.ClickException as exc:

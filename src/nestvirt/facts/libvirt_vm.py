@@ -34,6 +34,8 @@ class LibvirtVmFacts:
     cpu_features: dict[str, str] = field(default_factory=dict)  # name -> policy
     # vmx/svm that the named model (QEMU's default qemu64 when <cpu> names none) carries itself
     cpu_model_extensions: tuple[str, ...] | Unknown = ()
+    # CPUID vendor of that model ("AMD", "Intel", "Hygon"); None where the host's CPU is used
+    cpu_model_vendor: str | Unknown | None = None
     live_cpu_features: dict[str, str] | None = None  # expanded CPU of a running domain
     memory_kib: int = 0
     current_memory_kib: int = 0

@@ -65,6 +65,7 @@ class LinuxHostFacts:
     hypervisor: HypervisorInfo | Unknown
     probe: ProbeResult | None = None  # None when the probe did not run (no /dev/kvm)
     libvirt_qemu: LibvirtQemuAccess | None = None  # None when libvirt's QEMU driver is absent
+    kvm_boots_linux: bool | Unknown | None = None  # the lab's boot test; None: not tested
     notes: tuple[str, ...] = field(default=())
 
 

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nestvirt import rules
 from nestvirt.errors import UsageError
 from nestvirt.lab import boot, domain, expose, image, paths, report
 from nestvirt.lab.report import LabReport
 from nestvirt.model import Finding, Severity
 from nestvirt.probe.result import ProbeResult
+from nestvirt.rules.host_linux import linux_boot_hits
 
 ACCELS = ("auto", "kvm", "tcg")
 BOOT_TEST_S = 8.0  # a Linux kernel reaches init in ~1 s under working KVM
@@ -135,17 +137,12 @@ def _accel_verdict(
     if verdict.get("kvm_boots"):
         return "kvm", [], [f"accel kvm: the lab kernel booted under KVM in {verdict['seconds']} s"
                            + when]  # fmt: skip
-    served = f" (/dev/kvm served by {probe.vendor_module})" if probe.vendor_module else ""
+    served = f"/dev/kvm served by {probe.vendor_module}; " if probe.vendor_module else ""
     why = verdict.get("error") or f"no init within {BOOT_TEST_S:.0f} s"
-    message = (
-        f"a Linux guest does not boot under KVM here{served} although the probe's small guests "
-        f"run: {why}; the lab uses TCG"
+    findings = rules.findings_from(
+        "NV-H10", rules.Platform.LINUX, linux_boot_hits(False, f"{served}{why}; the lab uses TCG")
     )
-    finding = Finding(
-        "NV-H07", "kvm-not-functional", Severity.ERROR, message,
-        "nestvirt lab --accel tcg (skips the test); check the host's KVM module",
-    )  # fmt: skip
-    return "tcg", [finding], [f"accel tcg: Linux did not boot under KVM{when}"]
+    return "tcg", findings, [f"accel tcg: Linux did not boot under KVM{when}"]
 
 
 # -- the run ------------------------------------------------------------------------------------

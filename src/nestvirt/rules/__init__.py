@@ -59,9 +59,12 @@ class Rule:
         return self.doc.strip().splitlines()[0]
 
     def findings(self, *facts: Any) -> list[Finding]:
+        return self.wrap(self.check(*facts))
+
+    def wrap(self, hits: Iterable[Hit]) -> list[Finding]:
         return [
             Finding(self.code, self.name, hit.severity or self.severity, hit.message, hit.fix)
-            for hit in self.check(*facts)
+            for hit in hits
         ]
 
 
@@ -153,3 +156,9 @@ def lookup(code: str) -> list[Rule]:
                 return list(rules)
         raise NotFound(f"no rule {code!r}: `nestvirt explain --list` shows every code")
     return list(_REGISTRY[wanted])
+
+
+def findings_from(code: str, platform: Platform, hits: Iterable[Hit]) -> list[Finding]:
+    """Findings of rule `code` for hits computed outside a rule run (probe, lab)."""
+    (meta,) = [r for r in lookup(code) if r.platform in (platform, Platform.ANY)]
+    return meta.wrap(hits)

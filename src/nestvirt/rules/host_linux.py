@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from nestvirt.facts.linux_host import KvmDevice, LinuxHostFacts
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult, Stage
-from nestvirt.rules import Check, Hit, Platform, Target, lookup, rule
+from nestvirt.rules import Check, Hit, Platform, Target, findings_from, rule
 
 GIB = 1024**3
 NESTED_ON = frozenset({"Y", "y", "1"})
@@ -330,18 +330,47 @@ def kvm_device_hidden_from_libvirt(host: LinuxHostFacts) -> Iterator[Hit]:
     )
 
 
+@host_rule("NV-H10", "kvm-boots-no-linux", Severity.WARNING)
+def kvm_boots_no_linux(host: LinuxHostFacts) -> Iterator[Hit]:
+    """KVM runs small guests but a Linux guest does not boot under QEMU's KVM accel.
+
+    ## What it checks
+    The boot test of `nestvirt lab --accel auto`: the lab kernel started with
+    QEMU's KVM accel must reach its init within a few seconds. `status` does
+    not boot kernels, so only the lab reports this rule.
+
+    ## Why it matters
+    The KVM API answers and the probe's guests run, yet a full guest (MSRs,
+    APIC, paging a real kernel sets up) hangs or aborts: every KVM VM on this
+    host would too. QEMU's TCG still runs guests, slowly.
+
+    ## Example
+    A paravirtual KVM module such as `kvm_pvm`: QEMU aborts in
+    `kvm_buf_set_msrs`, or the kernel never prints a line.
+
+    ## Fix
+    Use TCG (`--accel tcg`, libvirt `<domain type='qemu'>`) here, or run on a
+    host with `kvm_intel`/`kvm_amd`; report the module's failure to its vendor.
+
+    ## Sources
+    QEMU `target/i386/kvm/kvm.c`; this project's measurements (REFERENCE.md).
+    """
+    yield from linux_boot_hits(host.kvm_boots_linux, "")
+
+
+def linux_boot_hits(boots: bool | Unknown | None, detail: str) -> Iterator[Hit]:
+    if boots is False:
+        yield Hit(
+            "a Linux guest does not boot under KVM here although small guests run"
+            + (f": {detail}" if detail else ""),
+            "use TCG (nestvirt lab --accel tcg; libvirt <domain type='qemu'>)",
+        )
+
+
 def probe_findings(result: ProbeResult) -> list[Finding]:
     """NV-H05/H07/H08 from a probe result alone (`nestvirt probe`, the lab's guests)."""
-    hits = {
-        "NV-H05": device_hits(None, result),
-        "NV-H07": functional_hits(result),
-        "NV-H08": guest_hits(result.hypervisor),
-    }
-    findings = []
-    for code, code_hits in hits.items():
-        (meta,) = (r for r in lookup(code) if r.platform is Platform.LINUX)
-        for hit in code_hits:
-            findings.append(
-                Finding(code, meta.name, hit.severity or meta.severity, hit.message, hit.fix)
-            )
-    return findings
+    return [
+        *findings_from("NV-H05", Platform.LINUX, device_hits(None, result)),
+        *findings_from("NV-H07", Platform.LINUX, functional_hits(result)),
+        *findings_from("NV-H08", Platform.LINUX, guest_hits(result.hypervisor)),
+    ]

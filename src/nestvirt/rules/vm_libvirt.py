@@ -13,6 +13,7 @@ ON = frozenset({"require", "force"})
 OFF = frozenset({"disable", "forbid"})
 HOST_MODES = frozenset({"host-passthrough", "host-model", "maximum"})
 EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm"}
+SVM_VENDORS = frozenset({"AMD", "Hygon"})  # the vendors kvm_amd accepts
 
 
 def vm_rule(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
@@ -43,6 +44,11 @@ def hidden_reasons(vm: LibvirtVmFacts) -> Iterator[str]:
     policy = vm.cpu_features.get(ext)
     if policy in OFF:
         yield f"the CPU definition has <feature policy='{policy}' name='{ext}'/>"
+        return
+    vendor = vm.cpu_model_vendor
+    if is_tcg(vm) and isinstance(vendor, str) and vendor not in SVM_VENDORS:
+        model = vm.cpu_model or "QEMU's default"
+        yield f"CPU model {model} has vendor {vendor}: kvm_amd in the guest refuses non-AMD CPUs"
         return
     if policy in ON:
         return

@@ -135,3 +135,11 @@ def test_this_machine_shape_is_ready_with_info() -> None:
     found = rules.run(Target.HOST, Platform.LINUX, facts)
     assert {f.code for f in found} == {"NV-H01", "NV-H08"}
     assert verdict_of(found) == "ready"
+
+
+@pytest.mark.parametrize(("boots", "fires"), [(False, True), (True, False), (None, False)])
+def test_nv_h10_linux_does_not_boot_under_kvm(boots: bool | None, fires: bool) -> None:
+    found = codes(bare_metal_intel(kvm_boots_linux=boots))
+    assert ("NV-H10" in found) is fires
+    if fires:
+        assert found["NV-H10"] is Severity.WARNING

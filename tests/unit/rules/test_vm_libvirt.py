@@ -125,3 +125,12 @@ def test_nv_v10_balloon() -> None:
     assert codes(domain(balloon_model="virtio"))["NV-V10"] is Severity.INFO
     assert "NV-V10" not in codes(domain(balloon_model="none"))
     assert "NV-V10" not in codes(domain(balloon_model=None))
+
+
+@pytest.mark.parametrize(
+    ("vendor", "exposed"), [("AMD", True), ("Hygon", True), ("Intel", False), (Unknown("?"), True)]
+)
+def test_nv_v01_tcg_needs_an_amd_model_vendor(vendor: object, exposed: bool) -> None:
+    vm = domain(domain_type="qemu", cpu_mode="custom", cpu_model="Penryn",
+                cpu_features={"svm": "require"}, cpu_model_vendor=vendor)  # fmt: skip
+    assert exposes(vm) is exposed
