@@ -379,9 +379,7 @@ class SetMemory(Edit):
 class RemoveMaxMemory(Edit):
     def apply(self, root: Any) -> None:
         others = [
-            m.get("model")
-            for m in root.findall("devices/memory")
-            if m.get("model") != "virtio-mem"
+            m.get("model") for m in root.findall("devices/memory") if m.get("model") != "virtio-mem"
         ]
         if others:
             raise XmlError(

@@ -25,7 +25,9 @@ from nestvirt.journal import Journal
 
 pytestmark = pytest.mark.libvirt
 
-INTEL_MODEL = "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>Penryn</model></cpu>"
+INTEL_MODEL = (
+    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>Penryn</model></cpu>"
+)
 EPYC_SVM = ("<cpu mode='custom' match='exact' check='none'><model fallback='allow'>EPYC</model>"
             "<feature policy='require' name='svm'/></cpu>")  # fmt: skip
 

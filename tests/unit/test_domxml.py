@@ -97,7 +97,9 @@ _text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
 
 
 @settings(max_examples=200)
-@given(attr=_text, text=_text, comment=_text.filter(lambda c: "--" not in c and not c.endswith("-")))
+@given(
+    attr=_text, text=_text, comment=_text.filter(lambda c: "--" not in c and not c.endswith("-"))
+)
 def test_round_trip_of_libvirt_style_text(attr: str, text: str, comment: str) -> None:
     """Whatever libvirt escapes, normalize(serialize(x)) is a fixpoint and keeps the values."""
     from lxml import etree

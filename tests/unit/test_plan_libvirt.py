@@ -139,7 +139,9 @@ def test_tcg_amd_model_carrying_svm_is_ready() -> None:
 
 
 def test_static_memory_and_hotplug_note() -> None:
-    plan = plan_of(facts(cpu_mode="host-passthrough", current_memory_kib=GIB, max_memory_kib=8 * GIB))
+    plan = plan_of(
+        facts(cpu_mode="host-passthrough", current_memory_kib=GIB, max_memory_kib=8 * GIB)
+    )
     assert actions(plan) == [pl.STATIC_MEMORY]
     assert any("--remove-hotplug" in n for n in plan.notes)
     plan = plan_of(facts(cpu_mode="host-passthrough", max_memory_kib=8 * GIB, virtio_mem_devices=1),
@@ -303,7 +305,9 @@ domains = st.builds(
         + f">\n  <name>hyp</name>\n  {meta}\n  <memory unit='MiB'>{mem}</memory>\n"
         f"  <currentMemory unit='MiB'>{min(cur, mem)}</currentMemory>\n"
         "  <vcpu>2</vcpu>\n  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n"
-        f"  {cpu}\n  <devices>\n    " + "\n    ".join(devices) + "\n  </devices>\n"
+        f"  {cpu}\n  <devices>\n    "
+        + "\n    ".join(devices)
+        + "\n  </devices>\n"
         + ("  <qemu:commandline><qemu:arg value='-s'/></qemu:commandline>\n" if qemu_ns else "")
         + "</domain>\n"
     ),
