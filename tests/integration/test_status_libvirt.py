@@ -167,3 +167,20 @@ def test_domain_xml_helper_is_well_formed() -> None:
     from lxml import etree
 
     assert etree.fromstring(domain_xml("x").encode()).findtext("name") == "x"
+
+
+@pytest.mark.libvirt
+def test_status_without_connect_reports_host_when_libvirt_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --connect and no daemon: one line on stderr, the host still reported."""
+    from nestvirt import status
+
+    monkeypatch.setattr(status, "LOCAL_URI", "qemu:///system?socket=/nonexistent/libvirt-sock")
+    code = main(["status", "--json"])
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["vms"] == [] and document["host"]["platform"] == "linux"
+    assert code in (0, 1)
+    (line,) = captured.err.strip().splitlines()
+    assert "reporting the host only" in line
