@@ -139,7 +139,6 @@ def test_collect_missing_directory(
     assert code == 2 and "does not exist" in err
 
 
-@pytest.mark.xfail(reason="waits on the lead wiring `enable --snapshot/--hyperv`", strict=False)
 def test_enable_snapshot_dry_run_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(
         capsys,

@@ -244,6 +244,51 @@ def _check_memory(memory_bytes: int) -> None:
         )
 
 
+def _make_off(
+    vm: HyperVVmFacts, stop: bool, changes: list[HyperVChange], notes: list[str], what: str
+) -> None:
+    """The first changes of a plan whose settings need the VM off (none when it is off).
+
+    A saved VM: Remove-VMSavedState (the note says the memory is lost). A running
+    one: Stop-VM with `stop`; without it UsageError (`what` says why it must be off).
+    """
+    name = vm.name
+    if vm.is_off:
+        return
+    if vm.is_saved:
+        notes.append(
+            f"VM {name!r} is {vm.state}: its saved state will be removed — the memory of "
+            "the VM is lost, as if it had been powered off"
+        )
+        changes.append(
+            _vm_change(
+                "remove-saved-state",
+                ("NV-V05",),
+                name,
+                "Remove-VMSavedState",
+                {},
+                "discard the saved state (the VM's memory contents are lost)",
+            )
+        )
+    elif not stop:
+        raise UsageError(
+            f"VM {name!r} is {vm.state_word}: {what} only while it is off; "
+            "stop it first or pass --stop"
+        )
+    else:
+        changes.append(
+            _vm_change(
+                "stop-vm",
+                ("NV-V07",),
+                name,
+                "Stop-VM",
+                {"Force": None},
+                "shut the VM down (guest shutdown; turned off after 5 minutes)",
+                name_param="Name",
+            )
+        )
+
+
 def plan_enable(
     vm: HyperVVmFacts,
     host: HyperVHostFacts,
@@ -278,39 +323,8 @@ def plan_enable(
     spoof = mac_spoofing and any(a.mac_address_spoofing != "On" for a in vm.adapters)
     needs_off = expose or dynamic or memory
 
-    if needs_off and not vm.is_off:
-        if vm.is_saved:
-            notes.append(
-                f"VM {name!r} is {vm.state}: its saved state will be removed — the memory of "
-                "the VM is lost, as if it had been powered off"
-            )
-            changes.append(
-                _vm_change(
-                    "remove-saved-state",
-                    ("NV-V05",),
-                    name,
-                    "Remove-VMSavedState",
-                    {},
-                    "discard the saved state (the VM's memory contents are lost)",
-                )
-            )
-        elif not stop:
-            raise UsageError(
-                f"VM {name!r} is {vm.state_word}: its processor and memory settings change only "
-                "while it is off; stop it first or pass --stop"
-            )
-        else:
-            changes.append(
-                _vm_change(
-                    "stop-vm",
-                    ("NV-V07",),
-                    name,
-                    "Stop-VM",
-                    {"Force": None},
-                    "shut the VM down (guest shutdown; turned off after 5 minutes)",
-                    name_param="Name",
-                )
-            )
+    if needs_off:
+        _make_off(vm, stop, changes, notes, "its processor and memory settings change")
     if expose:
         changes.append(
             _vm_change(
@@ -399,6 +413,32 @@ def plan_enable(
     return Plan(vm=name, changes=tuple(changes), notes=tuple(notes), unfixable=unfixable)
 
 
+def plan_disable(vm: HyperVVmFacts, *, stop: bool) -> Plan:
+    """Pure: hide VT-x/AMD-V from `vm` again, and change nothing else.
+
+    `Set-VMProcessor -ExposeVirtualizationExtensions $false`, with the VM off
+    first as in `plan_enable`. Not exposed: an empty plan.
+    """
+    if not vm.expose_virtualization_extensions:
+        return Plan(vm=vm.name)
+    changes: list[HyperVChange] = []
+    notes: list[str] = []
+    _make_off(vm, stop, changes, notes, "its processor settings change")
+    changes.append(
+        _vm_change(
+            "hide-virtualization-extensions",
+            ("NV-V01",),
+            vm.name,
+            "Set-VMProcessor",
+            {"ExposeVirtualizationExtensions": False},
+            "hide VT-x/AMD-V from the VM again",
+            needs_stop=True,
+        )
+    )
+    notes.append("the change takes effect at the VM's next start")
+    return Plan(vm=vm.name, changes=tuple(changes), notes=tuple(notes))
+
+
 def plan_json(plan: Plan, *, applied: bool = False) -> dict[str, Any]:
     """The `nestvirt.plan/1` document for `enable --dry-run --json`."""
     return {
@@ -448,9 +488,9 @@ def _run_change(
         raise AssertionError(f"change {change.action} has nothing to run")
 
 
-def _before(vm: HyperVVmFacts) -> dict[str, Any]:
+def settings_of(vm: HyperVVmFacts) -> dict[str, Any]:
+    """The settings enable, disable and undo change, as the undo record keeps them."""
     return {
-        "State": vm.state,
         "ExposeVirtualizationExtensions": vm.expose_virtualization_extensions,
         "DynamicMemoryEnabled": vm.dynamic_memory_enabled,
         "StartupBytes": vm.startup_bytes,
@@ -459,6 +499,10 @@ def _before(vm: HyperVVmFacts) -> dict[str, Any]:
             for a in vm.adapters
         ],
     }
+
+
+def _before(vm: HyperVVmFacts) -> dict[str, Any]:
+    return {"State": vm.state, **settings_of(vm)}
 
 
 def _changes_of(plan: Plan) -> list[HyperVChange]:
@@ -536,7 +580,7 @@ def plan_undo(record: Mapping[str, Any], vm: HyperVVmFacts, *, stop: bool = Fals
     """Pure: the changes that restore the values `record` kept, for `vm` as it is now.
 
     Restores ExposeVirtualizationExtensions, DynamicMemoryEnabled, StartupBytes
-    and each adapter's MacAddressSpoofing where enable changed them and the
+    and each adapter's MacAddressSpoofing where enable (or disable) changed them and the
     value now differs. A removed saved state, a stop, or Hyper-V installed in
     the guest cannot be undone: the plan's notes say so.
     """
@@ -546,7 +590,7 @@ def plan_undo(record: Mapping[str, Any], vm: HyperVVmFacts, *, stop: bool = Fals
     changes: list[HyperVChange] = []
     notes: list[str] = []
     if (
-        "expose-virtualization-extensions" in applied
+        applied & {"expose-virtualization-extensions", "hide-virtualization-extensions"}
         and vm.expose_virtualization_extensions != before["ExposeVirtualizationExtensions"]
     ):
         changes.append(
@@ -677,12 +721,14 @@ __all__ = [
     "apply_plan",
     "collect_snapshot",
     "open_transport",
+    "plan_disable",
     "plan_enable",
     "plan_json",
     "plan_undo",
     "read_facts",
     "report_from_snapshot",
     "select_one",
+    "settings_of",
     "status_report",
     "undo",
     "write_atomic",

@@ -1,4 +1,8 @@
-"""`nestvirt enable|disable|undo|history VM` on libvirt: parse, call nestvirt.enable, render."""
+"""`nestvirt enable|disable|undo|history VM`: parse, call nestvirt.enable, render.
+
+libvirt by default (`--connect URI`); Hyper-V with `--hyperv [HOST]` or, for a
+dry run only, `--snapshot FILE` (the same flow, through enable_hyperv.HyperVSubject).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,62 @@ _stop_timeout = click.option(
     help="How long --stop waits for the guest to power off.",
 )
 _json = click.option("--json", "as_json", is_flag=True, help="Print nestvirt.plan/1 JSON.")
+_hyperv = click.option(
+    "--hyperv",
+    metavar="[HOST]",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting "
+    "(HOST, HOST:PORT, https://HOST[:PORT]).",
+)
+_snapshot = click.option(
+    "--snapshot", metavar="FILE", help="Hyper-V snapshot (nestvirt collect); with --dry-run only."
+)
+_user = click.option(
+    "--user",
+    default=None,
+    help="User for PowerShell Remoting (default: $NESTVIRT_HYPERV_USER, else your Kerberos "
+    "identity). The password comes from $NESTVIRT_HYPERV_PASSWORD or a prompt.",
+)
+
+
+def _hyperv_args(
+    hyperv: str | None, snapshot: str | None, user: str | None, connect: str | None
+) -> dict[str, Any] | None:
+    """The HyperVSubject arguments, or None for libvirt; UsageError for mixed options."""
+    if hyperv is None and snapshot is None:
+        if user is not None:
+            raise UsageError("--user is for --hyperv HOST (PowerShell Remoting)")
+        return None
+    if connect is not None:
+        raise UsageError("--connect is a libvirt URI: leave it out with --hyperv or --snapshot")
+    if hyperv and snapshot:
+        raise UsageError("give either --hyperv HOST or --snapshot FILE, not both")
+    return {"host": hyperv or None, "snapshot": snapshot, "user": user}
+
+
+def _subject(
+    vm: str,
+    connect: str | None,
+    hyperv_args: dict[str, Any] | None,
+    *,
+    plan_options: Any = None,
+    hyperv_options: Any = None,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda _text: None,
+) -> Any:
+    from nestvirt import enable
+
+    if hyperv_args is None:
+        return enable.LibvirtSubject(connect, vm, plan_options)
+    from nestvirt.enable_hyperv import READ_ONLY, HyperVSubject
+
+    if hyperv_args["snapshot"] is not None and not dry_run:
+        raise UsageError(READ_ONLY)
+    return HyperVSubject(
+        vm, **hyperv_args, options=hyperv_options, dry_run=dry_run, progress=progress
+    )
 
 
 def _echo(as_json: bool) -> Callable[[str], None]:
@@ -101,10 +161,18 @@ def _run(
     as_json: bool,
     force: bool = False,
     plan_options: Any = None,
+    hyperv_args: dict[str, Any] | None = None,
+    hyperv_options: Any = None,
 ) -> int:
     from nestvirt import enable
 
-    subject = enable.LibvirtSubject(connect, vm, plan_options)
+    def progress(text: str) -> None:
+        click.echo(f"nestvirt: {text}", err=True)
+
+    subject = _subject(
+        vm, connect, hyperv_args, plan_options=plan_options, hyperv_options=hyperv_options,
+        dry_run=dry_run, progress=progress,
+    )  # fmt: skip
     try:
         outcome = enable.run(
             subject,
@@ -112,14 +180,24 @@ def _run(
             enable.FlowOptions(dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, force=force),
             show=_show(as_json, dry_run),
             confirm=_confirm(yes),
-            progress=lambda text: click.echo(f"nestvirt: {text}", err=True),
+            progress=progress,
         )
     finally:
         subject.close()
     if as_json:
         from nestvirt.render import print_json
 
-        print_json(outcome.to_json())
+        if hyperv_args is None:
+            print_json(outcome.to_json())
+        else:
+            from nestvirt.enable_hyperv import plan_document
+
+            print_json(plan_document(outcome))
+    elif outcome.applied and hyperv_args is not None:
+        click.echo(
+            f"{outcome.vm}: applied (journal entry #{outcome.journal_seq}); "
+            f"`{_undo_hint(vm, hyperv_args)}` puts the previous settings back"
+        )
     elif outcome.applied:
         click.echo(
             f"{outcome.vm}: applied (journal entry #{outcome.journal_seq}); "
@@ -129,7 +207,18 @@ def _run(
         click.echo("dry run: nothing changed")
     for message in outcome.messages:
         click.echo(f"nestvirt: {message}", err=True)
-    return int(ExitCode.READY)
+    failures = getattr(subject, "failures", [])
+    for failure in failures:
+        click.echo(f"nestvirt: {failure}", err=True)
+    return int(ExitCode.USAGE if failures else ExitCode.READY)
+
+
+def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
+    import shlex
+
+    host = hyperv_args["host"]
+    where = f"--hyperv {shlex.quote(host)}" if host else "--hyperv"
+    return f"nestvirt undo {shlex.quote(vm)} {where}"
 
 
 @click.command()
@@ -150,6 +239,18 @@ def _run(
     is_flag=True,
     help="Also remove <maxMemory> and virtio-mem devices (memory hotplug).",
 )
+@_hyperv
+@_snapshot
+@_user
+@click.option(
+    "--install-hypervisor",
+    is_flag=True,
+    help="Hyper-V: then enable the Hyper-V feature inside the VM (PowerShell Direct; guest "
+    "credentials from $NESTVIRT_GUEST_USER/$NESTVIRT_GUEST_PASSWORD or a prompt).",
+)
+@click.option(
+    "--restart", is_flag=True, help="With --install-hypervisor: restart the VM afterwards."
+)
 @_json
 def command(
     vm: str,
@@ -161,14 +262,40 @@ def command(
     memory: str | None,
     mac_spoofing: bool,
     remove_hotplug: bool,
+    hyperv: str | None,
+    snapshot: str | None,
+    user: str | None,
+    install_hypervisor: bool,
+    restart: bool,
     as_json: bool,
 ) -> int:
     """Expose vmx/svm to VM and make its memory static: show the plan, ask, apply.
 
-    The domain is redefined in one step; `nestvirt undo VM` restores it.
+    libvirt: the domain is redefined in one step. Hyper-V (--hyperv, or
+    --snapshot with --dry-run): the Enable-NestedVm cmdlets, one by one. Either
+    way `nestvirt undo VM` restores what was there before.
     """
     from nestvirt.plan_libvirt import PlanOptions, parse_size
 
+    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    if hyperv_args is not None:
+        from nestvirt.enable_hyperv import HyperVOptions
+
+        if remove_hotplug:
+            raise UsageError("--remove-hotplug is for libvirt domains, not Hyper-V")
+        if restart and not install_hypervisor:
+            raise UsageError("--restart restarts the VM after --install-hypervisor: add that too")
+        return _run(
+            "enable", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
+            as_json=as_json, hyperv_args=hyperv_args,
+            hyperv_options=HyperVOptions(
+                stop=stop, mac_spoofing=mac_spoofing,
+                memory_bytes=parse_size(memory) * 1024 if memory is not None else None,
+                install_hypervisor=install_hypervisor, restart=restart,
+            ),
+        )  # fmt: skip
+    if install_hypervisor or restart:
+        raise UsageError("--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]")
     options = PlanOptions(
         memory_kib=parse_size(memory) if memory is not None else None,
         mac_spoofing=mac_spoofing,
@@ -189,6 +316,9 @@ def command(
 @_dry_run
 @_stop
 @_stop_timeout
+@_hyperv
+@_snapshot
+@_user
 @_json
 def disable_command(
     vm: str,
@@ -197,11 +327,22 @@ def disable_command(
     dry_run: bool,
     stop: bool,
     stop_timeout: int,
+    hyperv: str | None,
+    snapshot: str | None,
+    user: str | None,
     as_json: bool,
 ) -> int:
     """Hide vmx/svm from VM again (and change nothing else)."""
     from nestvirt.plan_libvirt import PlanOptions
 
+    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    if hyperv_args is not None:
+        from nestvirt.enable_hyperv import HyperVOptions
+
+        return _run(
+            "disable", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
+            as_json=as_json, hyperv_args=hyperv_args, hyperv_options=HyperVOptions(stop=stop),
+        )  # fmt: skip
     return _run(
         "disable", vm, connect, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
         as_json=as_json, plan_options=PlanOptions(stop=stop, stop_timeout=stop_timeout),
@@ -218,6 +359,9 @@ def disable_command(
 @click.option(
     "--force", is_flag=True, help="Undo even if the VM was changed since nestvirt's change."
 )
+@_hyperv
+@_snapshot
+@_user
 @_json
 def undo_command(
     vm: str,
@@ -227,11 +371,23 @@ def undo_command(
     stop: bool,
     stop_timeout: int,
     force: bool,
+    hyperv: str | None,
+    snapshot: str | None,
+    user: str | None,
     as_json: bool,
 ) -> int:
     """Restore VM's exact definition from before nestvirt's last change (see `history`)."""
     from nestvirt.plan_libvirt import PlanOptions
 
+    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    if hyperv_args is not None:
+        from nestvirt.enable_hyperv import HyperVOptions
+
+        return _run(
+            "undo", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
+            as_json=as_json, force=force, hyperv_args=hyperv_args,
+            hyperv_options=HyperVOptions(stop=stop),
+        )  # fmt: skip
     options = PlanOptions(stop=stop, stop_timeout=stop_timeout)
     return _run(
         "undo", vm, connect, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
@@ -242,12 +398,23 @@ def undo_command(
 @click.command("history")
 @click.argument("vm")
 @_connect
+@_hyperv
+@_snapshot
+@_user
 @click.option("--json", "as_json", is_flag=True, help="Print nestvirt.history/1 JSON.")
-def history_command(vm: str, connect: str | None, as_json: bool) -> int:
+def history_command(
+    vm: str,
+    connect: str | None,
+    hyperv: str | None,
+    snapshot: str | None,
+    user: str | None,
+    as_json: bool,
+) -> int:
     """List nestvirt's journaled changes of VM, newest last."""
     from nestvirt import enable
 
-    subject = enable.LibvirtSubject(connect, vm)
+    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    subject = _subject(vm, connect, hyperv_args, dry_run=True)  # reads only
     try:
         entries = enable.history(subject.key)
     finally:
