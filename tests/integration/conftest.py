@@ -10,6 +10,16 @@ import pytest
 
 from nestvirt.backends import libvirt as backend
 
+# A CPU TCG can run with svm exposed (the guest's kvm_amd accepts it), and one without.
+SVM_CPU = (
+    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>EPYC</model>"
+    "<feature policy='require' name='svm'/></cpu>"
+)
+NO_SVM_CPU = (
+    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model>"
+    "<feature policy='disable' name='svm'/></cpu>"
+)
+
 DOMAIN_TEMPLATE = """<domain type='{type}'>
   <name>{name}</name>
   <memory unit='MiB'>{memory}</memory>

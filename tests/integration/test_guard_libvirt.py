@@ -24,18 +24,11 @@ import pytest
 
 from nestvirt.cli import main
 from nestvirt.guard import install as guard
+from tests.integration.conftest import NO_SVM_CPU, SVM_CPU
 
 pytestmark = [pytest.mark.libvirt, pytest.mark.qemu, pytest.mark.slow]
 
 HOOKS = Path("/etc/libvirt/hooks")
-SVM_CPU = (
-    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>EPYC</model>"
-    "<feature policy='require' name='svm'/></cpu>"
-)
-NO_SVM_CPU = (
-    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model>"
-    "<feature policy='disable' name='svm'/></cpu>"
-)
 
 
 def _libvirtd_pid() -> int | None:

@@ -10,17 +10,9 @@ import pytest
 from nestvirt.cli import main
 from nestvirt.model import Severity
 from nestvirt.preflight import nested_state_capability, preflight
+from tests.integration.conftest import NO_SVM_CPU, SVM_CPU
 
 pytestmark = [pytest.mark.libvirt]
-
-SVM_CPU = (
-    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>EPYC</model>"
-    "<feature policy='require' name='svm'/></cpu>"
-)
-NO_SVM_CPU = (
-    "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model>"
-    "<feature policy='disable' name='svm'/></cpu>"
-)
 
 
 @pytest.mark.qemu
