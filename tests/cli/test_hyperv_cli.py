@@ -167,3 +167,80 @@ def test_enable_snapshot_dry_run_json(capsys: pytest.CaptureFixture[str]) -> Non
             },
         ],
     }
+
+
+def test_enable_snapshot_dry_run_human(capsys: pytest.CaptureFixture[str]) -> None:
+    snapshot = str(FIXTURES / "ws2025-intel-demo.json")
+    code, out, err = run(capsys, "enable", "--snapshot", snapshot, "--dry-run", "DemoVM")
+    assert code == 0, err
+    assert out.startswith("enable DemoVM: 2 change(s)\n")
+    assert "by hand: Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true" in out
+    assert '-  "ExposeVirtualizationExtensions": false,\n' in out
+    assert '+  "ExposeVirtualizationExtensions": true,\n' in out
+    assert out.endswith("dry run: nothing changed\n")
+
+
+@pytest.mark.parametrize("command", ["enable", "disable", "undo"])
+@pytest.mark.parametrize("extra", [[], ["--yes"], ["--json"]])
+def test_snapshot_without_dry_run_exit_2(
+    capsys: pytest.CaptureFixture[str], command: str, extra: list[str]
+) -> None:
+    snapshot = str(FIXTURES / "ws2025-intel-demo.json")
+    code, out, err = run(capsys, command, "--snapshot", snapshot, *extra, "DemoVM")
+    assert (code, out) == (2, "")
+    assert err == "nestvirt: a snapshot is read-only: add --dry-run, or use --hyperv HOST\n"
+
+
+def test_snapshot_unknown_vm_and_bad_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    snapshot = str(FIXTURES / "ws2025-intel-demo.json")
+    code, out, err = run(capsys, "enable", "--snapshot", snapshot, "--dry-run", "Nope")
+    assert (code, out) == (2, "")
+    assert err == "nestvirt: no Hyper-V VM named 'Nope' on HV01 (VMs: 'DemoVM')\n"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "nestvirt.hyperv-snapshot/1"')
+    code, out, err = run(capsys, "enable", "--snapshot", str(bad), "--dry-run", "DemoVM")
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "not valid JSON" in err
+
+
+def test_snapshot_running_vm_and_host_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = json.loads((FIXTURES / "ws2025-intel-demo.json").read_text())
+    doc["vms"][0]["Get-VM"]["State"] = "Running"
+    path = tmp_path / "running.json"
+    path.write_text(json.dumps(doc))
+    code, _out, err = run(capsys, "enable", "--snapshot", str(path), "--dry-run", "DemoVM")
+    assert code == 2 and "pass --stop" in err
+    code, out, err = run(
+        capsys, "enable", "--snapshot", str(path), "--dry-run", "--json", "--stop", "DemoVM"
+    )
+    assert code == 0, err
+    assert [c["command"] for c in json.loads(out)["changes"]] == [
+        "Stop-VM -Name 'DemoVM' -Force",
+        "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true",
+        "Set-VMMemory -VMName 'DemoVM' -DynamicMemoryEnabled $false",
+        "Start-VM -Name 'DemoVM'",
+    ]
+    doc["vms"][0]["Get-VM"]["Version"] = "5.0"  # NV-V08: no change fixes it
+    path.write_text(json.dumps(doc))
+    code, out, err = run(capsys, "enable", "--snapshot", str(path), "--dry-run", "--stop", "DemoVM")
+    assert code == 1 and "cannot fix NV-V08" in out
+    assert err.startswith("nestvirt: DemoVM: NV-V08 cannot be fixed:") and err.count("\n") == 1
+
+
+def test_snapshot_disable_dry_run_and_history(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NESTVIRT_STATE_DIR", str(tmp_path / "state"))
+    snapshot = str(FIXTURES / "ws2025-intel-ready.json")
+    doc = json.loads(Path(snapshot).read_text())
+    name = doc["vms"][0]["Get-VM"]["Name"]
+    code, out, err = run(capsys, "disable", "--snapshot", snapshot, "--dry-run", "--json", name)
+    assert code == 0, err
+    (change,) = json.loads(out)["changes"]
+    assert change["action"] == "hide-virtualization-extensions"
+    assert change["command"].endswith("-ExposeVirtualizationExtensions $false")
+    code, out, err = run(capsys, "history", name, "--snapshot", snapshot)
+    assert code == 0 and "no changes by nestvirt on hyperv://" in out, err
