@@ -40,7 +40,7 @@ _hyperv = click.option(
     flag_value="",
     default=None,
     help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting "
-    "(HOST, HOST:PORT, https://HOST[:PORT]).",
+    "(HOST, HOST:PORT, https://HOST[:PORT]). Without HOST, write VM first: `VM --hyperv`.",
 )
 _snapshot = click.option(
     "--snapshot", metavar="FILE", help="Hyper-V snapshot (nestvirt collect); with --dry-run only."
@@ -171,7 +171,7 @@ def _run(
 
     subject = _subject(
         vm, connect, hyperv_args, plan_options=plan_options, hyperv_options=hyperv_options,
-        dry_run=dry_run, progress=progress,
+        dry_run=dry_run, progress=(lambda _text: None) if as_json else progress,
     )  # fmt: skip
     try:
         outcome = enable.run(

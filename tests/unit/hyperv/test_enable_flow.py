@@ -164,6 +164,7 @@ def test_enable_json_applied(capsys: pytest.CaptureFixture[str], fake: FakePower
     code, out, err = run(capsys, "enable", "--hyperv", "--yes", "--json", "DemoVM")
     assert code == 0, err
     doc = json.loads(out)  # stdout is the document only
+    assert err == ""  # no progress under --json
     assert doc["schema"] == "nestvirt.plan/1" and doc["applied"] is True
     assert [c["action"] for c in doc["changes"]] == [
         "expose-virtualization-extensions",
