@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from nestvirt import lock
 from nestvirt.errors import CannotFix, NestvirtError, NotFound, UsageError
 from nestvirt.journal import DONE, ROLLED_BACK, Entry, Journal
-from nestvirt.model import Finding, Plan, Severity
+from nestvirt.model import Finding, Plan, Severity, plan_document
 
 if TYPE_CHECKING:
     from nestvirt.plan_libvirt import PlanOptions
@@ -95,19 +95,7 @@ class Outcome:
         return self.applied and not self.plan.empty
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": "nestvirt.plan/1",
-            "vm": self.vm,
-            "action": self.action,
-            "changes": [
-                {**c.to_json(), "summary": c.summary, "needs_stop": c.needs_stop}
-                for c in self.plan.changes
-            ],
-            "notes": list(self.plan.notes),
-            "applied": self.applied,
-            "changed": self.changed,
-            "journal": self.journal_seq,
-        }
+        return plan_document(self.vm, self.plan.changes, applied=self.applied)
 
 
 Show = Callable[[Outcome], None]

@@ -61,7 +61,7 @@ def current_user() -> str:
     try:
         name = getpass.getuser()
     except (KeyError, OSError):
-        name = str(os.getuid())
+        name = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
     sudo = os.environ.get("SUDO_USER")
     return f"{sudo} (as {name})" if sudo and sudo != name else name
 

@@ -7,7 +7,6 @@ The kernel drops the lock when the process dies: no stale lock files to clean.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import time
@@ -38,9 +37,9 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]
         deadline = time.monotonic() + wait
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_nonblocking(fd)
                 break
-            except BlockingIOError:
+            except (BlockingIOError, PermissionError):
                 if time.monotonic() >= deadline:
                     holder = _holder(fd)
                     raise Busy(
@@ -48,8 +47,7 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]
                         f"(lock {path}); try again when it has finished"
                     ) from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _write_pid(fd)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
@@ -63,9 +61,35 @@ def host_lock(*, wait: float = 0.0) -> AbstractContextManager[Path]:
     return held("host", "host", what="this host's KVM configuration", wait=wait)
 
 
+def _lock_nonblocking(fd: int) -> None:
+    """flock on POSIX; on Windows (the local Hyper-V transport) a byte-range lock."""
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _write_pid(fd: int) -> None:
+    if os.name == "nt":  # the locked first byte stays; the pid follows it
+        os.lseek(fd, 1, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
 def _holder(fd: int) -> str:
     try:
-        pid = os.pread(fd, 32, 0).decode().strip()
+        if os.name == "nt":
+            os.lseek(fd, 1, os.SEEK_SET)
+            pid = os.read(fd, 32).decode().strip()
+        else:
+            pid = os.pread(fd, 32, 0).decode().strip()
     except OSError:
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""

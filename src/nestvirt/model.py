@@ -80,6 +80,19 @@ class Change:
         return {"code": ",".join(self.codes), "action": self.action, "command": self.command}
 
 
+PLAN_SCHEMA = "nestvirt.plan/1"
+
+
+def plan_document(vm: str, changes: Iterable[Change], *, applied: bool) -> dict[str, Any]:
+    """The `nestvirt.plan/1` document (PRODUCT.md), the same for every backend."""
+    return {
+        "schema": PLAN_SCHEMA,
+        "vm": vm,
+        "changes": [c.to_json() for c in changes],
+        "applied": applied,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     vm: str

@@ -1,7 +1,8 @@
 """Where nestvirt keeps its journal and locks, and how it writes files atomically.
 
 As root: /var/lib/nestvirt. Otherwise $XDG_STATE_HOME/nestvirt (default
-~/.local/state/nestvirt). NESTVIRT_STATE_DIR overrides both (tests, packagers).
+~/.local/state/nestvirt); on Windows %LOCALAPPDATA%\\nestvirt.
+NESTVIRT_STATE_DIR overrides them all (tests, packagers).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def state_dir(*, create: bool = True) -> Path:
     override = os.environ.get("NESTVIRT_STATE_DIR")
     if override:
         path = Path(override)
+    elif os.name == "nt":  # the local Hyper-V transport runs nestvirt on Windows
+        appdata = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        path = Path(appdata) / "nestvirt"
     elif os.geteuid() == 0:
         path = ROOT_STATE_DIR
     else:

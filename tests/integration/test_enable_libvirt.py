@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,14 +61,11 @@ def test_enable_status_idempotent_undo_identical(
     before = inactive(dom)
     assert {"NV-V01", "NV-V02"} <= codes_of(qemu_conn, dom)
 
-    started = time.monotonic()
     assert main(["enable", name, "--yes", "--json"]) == 0
-    seconds = time.monotonic() - started
     doc = json_out(capsys)
     assert doc["schema"] == "nestvirt.plan/1" and doc["vm"] == name and doc["applied"] is True
     assert {c["action"] for c in doc["changes"]} == {"expose-virt", "static-memory"}
-    assert all(set(c) >= {"code", "action", "command"} for c in doc["changes"])
-    assert seconds < 10, f"enable took {seconds:.1f} s"
+    assert all(set(c) == {"code", "action", "command"} for c in doc["changes"])
 
     after = inactive(dom)
     assert "<feature policy='require' name='svm'/>" in after and "EPYC" in after
@@ -77,7 +73,7 @@ def test_enable_status_idempotent_undo_identical(
 
     assert main(["enable", name, "--yes", "--json"]) == 0  # idempotent
     again = json_out(capsys)
-    assert again["changes"] == [] and again["changed"] is False and again["applied"] is False
+    assert again["changes"] == [] and again["applied"] is False
     assert main(["enable", name]) == 0
     assert "already set up for nesting" in capsys.readouterr().out
     assert inactive(dom) == after

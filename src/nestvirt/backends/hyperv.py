@@ -58,11 +58,11 @@ from nestvirt.model import (
     Severity,
     StatusReport,
     VmReport,
+    plan_document,
     to_jsonable,
 )
 
 UNDO_SCHEMA = "nestvirt.hyperv-undo/1"
-PLAN_SCHEMA = "nestvirt.plan/1"
 ENV_GUEST_USER = "NESTVIRT_GUEST_USER"
 ENV_GUEST_PASSWORD = "NESTVIRT_GUEST_PASSWORD"
 MEMORY_ALIGN = 2 * 1024 * 1024  # Hyper-V memory sizes are multiples of 2 MiB
@@ -441,12 +441,7 @@ def plan_disable(vm: HyperVVmFacts, *, stop: bool) -> Plan:
 
 def plan_json(plan: Plan, *, applied: bool = False) -> dict[str, Any]:
     """The `nestvirt.plan/1` document for `enable --dry-run --json`."""
-    return {
-        "schema": PLAN_SCHEMA,
-        "vm": plan.vm,
-        "changes": [c.to_json() for c in plan.changes],
-        "applied": applied,
-    }
+    return plan_document(plan.vm, plan.changes, applied=applied)
 
 
 def _guest_credentials(given: tuple[str, str] | None) -> tuple[str, str]:
