@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import click
 
+from nestvirt.cli import options
+
 
 @click.command()
-@click.option(
-    "--hyperv",
-    "hyperv",
-    is_flag=False,
-    flag_value="",
-    default="",
-    metavar="[HOST]",
-    help="Hyper-V host: this computer (no value) or HOST over PowerShell Remoting "
+@options.hyperv(
+    "Hyper-V host: this computer (no value) or HOST over PowerShell Remoting "
     "(HOST, HOST:PORT, https://HOST[:PORT]).",
+    default="",
 )
 @click.option(
     "-o",
@@ -27,12 +24,7 @@ import click
     type=click.Path(dir_okay=False, writable=False),
     help="Snapshot file to write (replaced atomically).",
 )
-@click.option(
-    "--user",
-    default=None,
-    help="User for PowerShell Remoting (default: $NESTVIRT_HYPERV_USER, else your "
-    "Kerberos identity). The password comes from $NESTVIRT_HYPERV_PASSWORD or a prompt.",
-)
+@options.user
 @click.argument("vms", nargs=-1)
 def command(hyperv: str, output: str, user: str | None, vms: tuple[str, ...]) -> int:
     """Write the nestvirt.hyperv-snapshot/1 of a Hyper-V host (and its VMs, or only VMS)."""

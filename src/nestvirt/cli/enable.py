@@ -12,12 +12,9 @@ from typing import Any
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode, UsageError
 
-_connect = click.option(
-    "--connect", "-c", metavar="URI", help="libvirt URI (default: qemu:///system)."
-)
-_yes = click.option("--yes", "-y", is_flag=True, help="Do not ask; apply the plan.")
 _dry_run = click.option(
     "--dry-run", "-n", is_flag=True, help="Print the plan and a diff of the XML; change nothing."
 )
@@ -32,24 +29,26 @@ _stop_timeout = click.option(
     metavar="SECONDS",
     help="How long --stop waits for the guest to power off.",
 )
-_json = click.option("--json", "as_json", is_flag=True, help="Print nestvirt.plan/1 JSON.")
-_hyperv = click.option(
-    "--hyperv",
-    metavar="[HOST]",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting "
-    "(HOST, HOST:PORT, https://HOST[:PORT]). Without HOST, write VM first: `VM --hyperv`.",
+_plan_json = options.json_output("Print nestvirt.plan/1 JSON.")
+
+
+# VM, --connect, --yes, --dry-run, --stop, --stop-timeout: every command that changes VM
+_change_options = options.combine(
+    click.argument("vm"),
+    options.connect,
+    options.yes("Do not ask; apply the plan."),
+    _dry_run,
+    _stop,
+    _stop_timeout,
 )
-_snapshot = click.option(
-    "--snapshot", metavar="FILE", help="Hyper-V snapshot (nestvirt collect); with --dry-run only."
-)
-_user = click.option(
-    "--user",
-    default=None,
-    help="User for PowerShell Remoting (default: $NESTVIRT_HYPERV_USER, else your Kerberos "
-    "identity). The password comes from $NESTVIRT_HYPERV_PASSWORD or a prompt.",
+# --hyperv [HOST], --snapshot FILE, --user: the Hyper-V subject instead of libvirt
+_hyperv_options = options.combine(
+    options.hyperv(
+        "Hyper-V: this Windows machine, or HOST over PowerShell Remoting "
+        "(HOST, HOST:PORT, https://HOST[:PORT]). Without HOST, write VM first: `VM --hyperv`."
+    ),
+    options.snapshot("Hyper-V snapshot (nestvirt collect); with --dry-run only."),
+    options.user,
 )
 
 
@@ -73,22 +72,20 @@ def _subject(
     connect: str | None,
     hyperv_args: dict[str, Any] | None,
     *,
-    plan_options: Any = None,
-    hyperv_options: Any = None,
+    options: Any = None,
     dry_run: bool = False,
     progress: Callable[[str], None] = lambda _text: None,
 ) -> Any:
+    """The subject of the flow; `options` are PlanOptions for libvirt, else HyperVOptions."""
     from nestvirt import enable
 
     if hyperv_args is None:
-        return enable.LibvirtSubject(connect, vm, plan_options)
+        return enable.LibvirtSubject(connect, vm, options)
     from nestvirt.enable_hyperv import READ_ONLY, HyperVSubject
 
     if hyperv_args["snapshot"] is not None and not dry_run:
         raise UsageError(READ_ONLY)
-    return HyperVSubject(
-        vm, **hyperv_args, options=hyperv_options, dry_run=dry_run, progress=progress
-    )
+    return HyperVSubject(vm, **hyperv_args, options=options, dry_run=dry_run, progress=progress)
 
 
 def _echo(as_json: bool) -> Callable[[str], None]:
@@ -153,6 +150,8 @@ def _run(
     action: str,
     vm: str,
     connect: str | None,
+    hyperv_args: dict[str, Any] | None,
+    options: Any,
     *,
     yes: bool,
     dry_run: bool,
@@ -160,18 +159,16 @@ def _run(
     stop_timeout: int,
     as_json: bool,
     force: bool = False,
-    plan_options: Any = None,
-    hyperv_args: dict[str, Any] | None = None,
-    hyperv_options: Any = None,
 ) -> int:
+    """Run `action` on VM (libvirt, or Hyper-V with `hyperv_args`) and render the outcome."""
     from nestvirt import enable
 
     def progress(text: str) -> None:
         click.echo(f"nestvirt: {text}", err=True)
 
     subject = _subject(
-        vm, connect, hyperv_args, plan_options=plan_options, hyperv_options=hyperv_options,
-        dry_run=dry_run, progress=(lambda _text: None) if as_json else progress,
+        vm, connect, hyperv_args, options=options, dry_run=dry_run,
+        progress=(lambda _text: None) if as_json else progress,
     )  # fmt: skip
     try:
         outcome = enable.run(
@@ -193,15 +190,15 @@ def _run(
             from nestvirt.enable_hyperv import plan_document
 
             print_json(plan_document(outcome))
-    elif outcome.applied and hyperv_args is not None:
-        click.echo(
-            f"{outcome.vm}: applied (journal entry #{outcome.journal_seq}); "
-            f"`{_undo_hint(vm, hyperv_args)}` puts the previous settings back"
-        )
     elif outcome.applied:
+        hint, previous = (
+            (f"nestvirt undo {vm}", "definition")
+            if hyperv_args is None
+            else (_undo_hint(vm, hyperv_args), "settings")
+        )
         click.echo(
             f"{outcome.vm}: applied (journal entry #{outcome.journal_seq}); "
-            f"`nestvirt undo {vm}` puts the previous definition back"
+            f"`{hint}` puts the previous {previous} back"
         )
     elif dry_run and not outcome.plan.empty:
         click.echo("dry run: nothing changed")
@@ -222,12 +219,7 @@ def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("vm")
-@_connect
-@_yes
-@_dry_run
-@_stop
-@_stop_timeout
+@_change_options
 @click.option("--memory", metavar="SIZE", help="Set the VM's memory, e.g. 4GiB or 4096MiB.")
 @click.option(
     "--mac-spoofing",
@@ -239,9 +231,7 @@ def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
     is_flag=True,
     help="Also remove <maxMemory> and virtio-mem devices (memory hotplug).",
 )
-@_hyperv
-@_snapshot
-@_user
+@_hyperv_options
 @click.option(
     "--install-hypervisor",
     is_flag=True,
@@ -251,7 +241,7 @@ def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
 @click.option(
     "--restart", is_flag=True, help="With --install-hypervisor: restart the VM afterwards."
 )
-@_json
+@_plan_json
 def command(
     vm: str,
     connect: str | None,
@@ -278,6 +268,7 @@ def command(
     from nestvirt.plan_libvirt import PlanOptions, parse_size
 
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    settings: Any  # PlanOptions or HyperVOptions
     if hyperv_args is not None:
         from nestvirt.enable_hyperv import HyperVOptions
 
@@ -285,41 +276,46 @@ def command(
             raise UsageError("--remove-hotplug is for libvirt domains, not Hyper-V")
         if restart and not install_hypervisor:
             raise UsageError("--restart restarts the VM after --install-hypervisor: add that too")
-        return _run(
-            "enable", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-            as_json=as_json, hyperv_args=hyperv_args,
-            hyperv_options=HyperVOptions(
-                stop=stop, mac_spoofing=mac_spoofing,
-                memory_bytes=parse_size(memory) * 1024 if memory is not None else None,
-                install_hypervisor=install_hypervisor, restart=restart,
-            ),
-        )  # fmt: skip
-    if install_hypervisor or restart:
-        raise UsageError("--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]")
-    options = PlanOptions(
-        memory_kib=parse_size(memory) if memory is not None else None,
-        mac_spoofing=mac_spoofing,
-        remove_hotplug=remove_hotplug,
-        stop=stop,
-        stop_timeout=stop_timeout,
-    )
+        settings = HyperVOptions(
+            stop=stop,
+            mac_spoofing=mac_spoofing,
+            memory_bytes=parse_size(memory) * 1024 if memory is not None else None,
+            install_hypervisor=install_hypervisor,
+            restart=restart,
+        )
+    else:
+        if install_hypervisor or restart:
+            raise UsageError(
+                "--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]"
+            )
+        settings = PlanOptions(
+            memory_kib=parse_size(memory) if memory is not None else None,
+            mac_spoofing=mac_spoofing,
+            remove_hotplug=remove_hotplug,
+            stop=stop,
+            stop_timeout=stop_timeout,
+        )
     return _run(
-        "enable", vm, connect, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-        as_json=as_json, plan_options=options,
+        "enable", vm, connect, hyperv_args, settings, yes=yes, dry_run=dry_run, stop=stop,
+        stop_timeout=stop_timeout, as_json=as_json,
     )  # fmt: skip
 
 
+def _stop_options(hyperv_args: dict[str, Any] | None, stop: bool, stop_timeout: int) -> Any:
+    """The options of disable and undo: only --stop (and --stop-timeout for libvirt)."""
+    if hyperv_args is not None:
+        from nestvirt.enable_hyperv import HyperVOptions
+
+        return HyperVOptions(stop=stop)
+    from nestvirt.plan_libvirt import PlanOptions
+
+    return PlanOptions(stop=stop, stop_timeout=stop_timeout)
+
+
 @click.command("disable")
-@click.argument("vm")
-@_connect
-@_yes
-@_dry_run
-@_stop
-@_stop_timeout
-@_hyperv
-@_snapshot
-@_user
-@_json
+@_change_options
+@_hyperv_options
+@_plan_json
 def disable_command(
     vm: str,
     connect: str | None,
@@ -333,36 +329,20 @@ def disable_command(
     as_json: bool,
 ) -> int:
     """Hide vmx/svm from VM again (and change nothing else)."""
-    from nestvirt.plan_libvirt import PlanOptions
-
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
-    if hyperv_args is not None:
-        from nestvirt.enable_hyperv import HyperVOptions
-
-        return _run(
-            "disable", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-            as_json=as_json, hyperv_args=hyperv_args, hyperv_options=HyperVOptions(stop=stop),
-        )  # fmt: skip
     return _run(
-        "disable", vm, connect, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-        as_json=as_json, plan_options=PlanOptions(stop=stop, stop_timeout=stop_timeout),
+        "disable", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
+        yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
     )  # fmt: skip
 
 
 @click.command("undo")
-@click.argument("vm")
-@_connect
-@_yes
-@_dry_run
-@_stop
-@_stop_timeout
+@_change_options
 @click.option(
     "--force", is_flag=True, help="Undo even if the VM was changed since nestvirt's change."
 )
-@_hyperv
-@_snapshot
-@_user
-@_json
+@_hyperv_options
+@_plan_json
 def undo_command(
     vm: str,
     connect: str | None,
@@ -377,31 +357,19 @@ def undo_command(
     as_json: bool,
 ) -> int:
     """Restore VM's exact definition from before nestvirt's last change (see `history`)."""
-    from nestvirt.plan_libvirt import PlanOptions
-
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
-    if hyperv_args is not None:
-        from nestvirt.enable_hyperv import HyperVOptions
-
-        return _run(
-            "undo", vm, None, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-            as_json=as_json, force=force, hyperv_args=hyperv_args,
-            hyperv_options=HyperVOptions(stop=stop),
-        )  # fmt: skip
-    options = PlanOptions(stop=stop, stop_timeout=stop_timeout)
     return _run(
-        "undo", vm, connect, yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout,
-        as_json=as_json, force=force, plan_options=options,
+        "undo", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
+        yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
+        force=force,
     )  # fmt: skip
 
 
 @click.command("history")
 @click.argument("vm")
-@_connect
-@_hyperv
-@_snapshot
-@_user
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.history/1 JSON.")
+@options.connect
+@_hyperv_options
+@options.json_output("Print nestvirt.history/1 JSON.")
 def history_command(
     vm: str,
     connect: str | None,

@@ -7,12 +7,13 @@ import json
 import click
 
 from nestvirt import rules
+from nestvirt.cli import options
 
 
 @click.command()
 @click.argument("code", required=False)
 @click.option("--list", "list_all", is_flag=True, help="List every rule code and name.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@options.json_output("Print JSON.")
 def command(code: str | None, list_all: bool, as_json: bool) -> int:
     """Print what rule CODE checks, why it matters and how to fix it."""
     found = rules.all_rules() if list_all or code is None else rules.lookup(code)

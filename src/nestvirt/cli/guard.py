@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode
 
 DOMAINS_HELP = "Judge only domains whose name matches this shell glob (default: all)."
@@ -66,7 +67,7 @@ def _confirm_and_apply(plan: object, yes: bool, dry_run: bool, verb: str) -> int
 
 
 @command.command("install")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@options.yes("Do not ask.")
 @click.option("--dry-run", is_flag=True, help="Show what would be written; change nothing.")
 @click.option("--domains", default="*", show_default=True, help=DOMAINS_HELP)
 def install(yes: bool, dry_run: bool, domains: str) -> int:
@@ -79,7 +80,7 @@ def install(yes: bool, dry_run: bool, domains: str) -> int:
 
 
 @command.command("uninstall")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask.")
+@options.yes("Do not ask.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
 def uninstall(yes: bool, dry_run: bool) -> int:
     """Remove the hook nestvirt installed (and nothing else)."""
@@ -91,7 +92,7 @@ def uninstall(yes: bool, dry_run: bool) -> int:
 
 
 @command.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.guard-status/1 JSON.")
+@options.json_output("Print nestvirt.guard-status/1 JSON.")
 def status(as_json: bool) -> int:
     """Is the guard installed and current? Exit 0: yes; 1: absent, outdated or foreign."""
     from nestvirt.guard import install as guard

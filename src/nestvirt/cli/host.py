@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode, UsageError
 
 
@@ -16,9 +17,9 @@ def command() -> None:
 
 
 @command.command("enable")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask; apply the plan.")
+@options.yes("Do not ask; apply the plan.")
 @click.option("--dry-run", "-n", is_flag=True, help="Show what would be written; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.host-plan/1 JSON.")
+@options.json_output("Print nestvirt.host-plan/1 JSON.")
 def enable_command(yes: bool, dry_run: bool, as_json: bool) -> int:
     """Persist `nested=1` for kvm_intel/kvm_amd, reload it when no VM runs, fix /dev/kvm access."""
     from nestvirt import hostconf

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode
 
 
@@ -20,7 +21,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.lab/1 JSON (no progress).")
+@options.json_output("Print nestvirt.lab/1 JSON (no progress).")
 @click.option(
     "--no-expose", is_flag=True, help="Negative control: boot the lab VM without the extensions."
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode
 
 OPERATIONS = "migrate, save, restore, snapshot-revert, memory-resize"
@@ -12,22 +13,15 @@ OPERATIONS = "migrate, save, restore, snapshot-revert, memory-resize"
 @click.command()
 @click.argument("vm")
 @click.argument("operation", metavar="OPERATION")
-@click.option("--connect", "-c", metavar="URI", help="libvirt URI (default: qemu:///system).")
-@click.option(
-    "--hyperv",
-    metavar="HOST",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting.",
-)
-@click.option("--snapshot", metavar="FILE", help="Judge a VM of a collected Hyper-V snapshot.")
+@options.connect
+@options.hyperv(metavar="HOST")
+@options.snapshot("Judge a VM of a collected Hyper-V snapshot.")
 @click.option(
     "--no-nested-guests",
     is_flag=True,
     help="Assert that no nested guests run in VM (nestvirt cannot see inside it).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.preflight/1 JSON.")
+@options.json_output("Print nestvirt.preflight/1 JSON.")
 def command(
     vm: str,
     operation: str,

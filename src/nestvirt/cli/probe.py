@@ -6,11 +6,12 @@ import json
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode
 
 
 @click.command("probe")
-@click.option("--json", "as_json", is_flag=True, help="Print the nestvirt.probe/1 JSON.")
+@options.json_output("Print the nestvirt.probe/1 JSON.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True, max=3600),

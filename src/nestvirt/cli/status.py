@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import click
 
+from nestvirt.cli import options
 from nestvirt.errors import ExitCode
 
 
 @click.command()
 @click.argument("vms", nargs=-1)
-@click.option("--connect", "-c", metavar="URI", help="libvirt URI (default: qemu:///system).")
+@options.connect
 @click.option("--host-only", is_flag=True, help="Report the host only.")
-@click.option(
-    "--hyperv",
-    metavar="HOST",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    help="Hyper-V: this Windows machine, or HOST over PowerShell Remoting.",
-)
-@click.option("--snapshot", metavar="FILE", help="Analyse a collected Hyper-V snapshot offline.")
-@click.option("--json", "as_json", is_flag=True, help="Print nestvirt.status/1 JSON.")
+@options.hyperv(metavar="HOST")
+@options.snapshot("Analyse a collected Hyper-V snapshot offline.")
+@options.json_output("Print nestvirt.status/1 JSON.")
 def command(
     vms: tuple[str, ...],
     connect: str | None,

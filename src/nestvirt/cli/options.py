@@ -1,0 +1,63 @@
+"""Options several commands share, defined once. Imports click only (startup stays fast)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONNECT_HELP = "libvirt URI (default: qemu:///system)."
+HYPERV_HELP = "Hyper-V: this Windows machine, or HOST over PowerShell Remoting."
+
+
+def connect(func: F) -> F:
+    """`--connect/-c URI`: the libvirt connection (None: libvirt's default)."""
+    return click.option("--connect", "-c", metavar="URI", help=CONNECT_HELP)(func)
+
+
+def hyperv(
+    help: str = HYPERV_HELP, *, metavar: str = "[HOST]", default: str | None = None
+) -> Callable[[F], F]:
+    """`--hyperv [HOST]`: "" (given without HOST) is this Windows machine; None: not given."""
+    return click.option(
+        "--hyperv", metavar=metavar, is_flag=False, flag_value="", default=default, help=help
+    )
+
+
+def snapshot(help: str) -> Callable[[F], F]:
+    """`--snapshot FILE`: a collected nestvirt.hyperv-snapshot/1."""
+    return click.option("--snapshot", metavar="FILE", help=help)
+
+
+def user(func: F) -> F:
+    """`--user`: who logs in over PowerShell Remoting."""
+    return click.option(
+        "--user",
+        default=None,
+        help="User for PowerShell Remoting (default: $NESTVIRT_HYPERV_USER, else your Kerberos "
+        "identity). The password comes from $NESTVIRT_HYPERV_PASSWORD or a prompt.",
+    )(func)
+
+
+def json_output(help: str) -> Callable[[F], F]:
+    """`--json` into the parameter `as_json`."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def yes(help: str) -> Callable[[F], F]:
+    """`--yes/-y`: do not ask before applying."""
+    return click.option("--yes", "-y", is_flag=True, help=help)
+
+
+def combine(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator applying `decorators` as if stacked in this order (first outermost)."""
+
+    def apply(func: F) -> F:
+        for decorate in reversed(decorators):
+            func = decorate(func)
+        return func
+
+    return apply
