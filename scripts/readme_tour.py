@@ -73,7 +73,8 @@ def run(argv: list[str]) -> tuple[str, int]:
     proc = subprocess.run(
         [NESTVIRT, *argv], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
     )
-    return (proc.stdout + proc.stderr).rstrip(), proc.returncode
+    text = proc.stdout + proc.stderr
+    return "\n".join(line.rstrip() for line in text.rstrip().splitlines()), proc.returncode
 
 
 def virsh(*args: str, stdin: str | None = None) -> None:

@@ -196,9 +196,10 @@ def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
     for iface in vm.interfaces:
         name = iface.mac or iface.source or iface.kind
         if iface.blocks_foreign_mac is True:
-            chain = " -> ".join(iface.filter_chain)
+            via = [f for f in iface.filter_chain[1:] if f == "no-mac-spoofing"]
+            through = f" (through {via[0]})" if via else ""
             yield Hit(
-                f"interface {name}: filter {chain} drops frames from foreign MACs; "
+                f"interface {name}: filter {iface.filter}{through} drops frames from foreign MACs; "
                 "nested guests get no network (or use NAT inside the VM)",
                 f"nestvirt enable {vm.name} --mac-spoofing",
             )
