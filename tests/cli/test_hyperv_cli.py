@@ -9,18 +9,11 @@ from typing import Any
 
 import pytest
 
-from nestvirt.cli import main
-
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hyperv"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "hyperv"))
 
 from fake_powershell import FakePowerShell  # noqa: E402
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import DEMO_PLAN, run, use_fake_powershell  # noqa: E402
 
 
 def test_status_snapshot_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,18 +69,9 @@ def test_status_unknown_vm_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture
 def fake_host(monkeypatch: pytest.MonkeyPatch) -> FakePowerShell:
     """`--hyperv` with no HOST runs powershell.exe here; the fake plays it."""
-    from nestvirt.backends import hyperv_transport
-
     doc = json.loads((FIXTURES / "ws2025-intel-demo.json").read_text())
     fake = FakePowerShell(doc)
-    real = hyperv_transport.LocalTransport.__init__
-
-    def init(
-        self: Any, executable: str | None = None, runner: Any = None, timeout: float = 900.0
-    ) -> None:
-        real(self, executable="powershell.exe", runner=fake, timeout=timeout)
-
-    monkeypatch.setattr(hyperv_transport.LocalTransport, "__init__", init)
+    use_fake_powershell(monkeypatch, fake)
     return fake
 
 
@@ -150,23 +134,7 @@ def test_enable_snapshot_dry_run_json(capsys: pytest.CaptureFixture[str]) -> Non
         "DemoVM",
     )
     assert code == 0, err
-    assert json.loads(out) == {
-        "schema": "nestvirt.plan/1",
-        "vm": "DemoVM",
-        "applied": False,
-        "changes": [
-            {
-                "code": "NV-V01",
-                "action": "expose-virtualization-extensions",
-                "command": "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true",
-            },
-            {
-                "code": "NV-V02",
-                "action": "disable-dynamic-memory",
-                "command": "Set-VMMemory -VMName 'DemoVM' -DynamicMemoryEnabled $false",
-            },
-        ],
-    }
+    assert json.loads(out) == DEMO_PLAN
 
 
 def test_enable_snapshot_dry_run_human(capsys: pytest.CaptureFixture[str]) -> None:

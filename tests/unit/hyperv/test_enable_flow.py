@@ -18,30 +18,14 @@ import psrp_standin as ps
 import pytest
 from conftest import GIB
 from fake_powershell import FakePowerShell
+from helpers import HOSTILE, run, use_fake_powershell
 from test_quoting import tokens
 
 from nestvirt import lock
 from nestvirt.backends import hyperv_ps, hyperv_transport
-from nestvirt.cli import main
 
 VM_ID = "1b7e8a54-3f0e-4c1e-9d2a-5a3e1f0c0001"
 URI = "hyperv://HV01"
-HOSTILE = [
-    "it's",
-    "a;b",
-    "$(Stop-Computer)",
-    "back`tick",
-    "new\nline",
-    "Ünïcødé ☃",
-    "‘curly’ ‚low‛",
-    "'; Remove-Item C:\\ -Recurse; '",
-]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -56,14 +40,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake(demo_doc: dict[str, Any], monkeypatch: pytest.MonkeyPatch, state: Path) -> FakePowerShell:
     """`--hyperv` with no HOST runs powershell.exe here; the fake plays it."""
     fake = FakePowerShell(demo_doc)
-    real = hyperv_transport.LocalTransport.__init__
-
-    def init(
-        self: Any, executable: str | None = None, runner: Any = None, timeout: float = 900.0
-    ) -> None:
-        real(self, executable="powershell.exe", runner=fake, timeout=timeout)
-
-    monkeypatch.setattr(hyperv_transport.LocalTransport, "__init__", init)
+    use_fake_powershell(monkeypatch, fake)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     return fake
 

@@ -9,21 +9,11 @@ from typing import Any
 
 import pytest
 from fake_powershell import FakePowerShell
+from helpers import HOSTILE
 
 from nestvirt.backends import hyperv, hyperv_ps
 from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError
 from nestvirt.errors import ConnectError
-
-HOSTILE = [
-    "it's",
-    "a;b",
-    "$(Stop-Computer)",
-    "back`tick",
-    "new\nline",
-    "Ünïcødé ☃",
-    "‘curly’",
-    "'; Remove-Item C:\\ -Recurse; '",
-]
 
 
 def transport(fake: Any) -> LocalTransport:

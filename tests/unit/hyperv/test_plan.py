@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import GIB
 from fake_powershell import FakePowerShell
+from helpers import DEMO_PLAN, HOSTILE
 from test_quoting import tokens
 
 from nestvirt.backends import hyperv
@@ -111,23 +112,7 @@ def test_ready_vm_gives_empty_plan(demo_doc: dict[str, Any]) -> None:
 
 def test_plan_json(demo_doc: dict[str, Any]) -> None:
     doc = hyperv.plan_json(plan_for(demo_doc))
-    assert doc == {
-        "schema": "nestvirt.plan/1",
-        "vm": "DemoVM",
-        "applied": False,
-        "changes": [
-            {
-                "code": "NV-V01",
-                "action": "expose-virtualization-extensions",
-                "command": "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $true",
-            },
-            {
-                "code": "NV-V02",
-                "action": "disable-dynamic-memory",
-                "command": "Set-VMMemory -VMName 'DemoVM' -DynamicMemoryEnabled $false",
-            },
-        ],
-    }
+    assert doc == DEMO_PLAN
     json.dumps(doc)
 
 
@@ -141,18 +126,6 @@ def test_unfixable_errors_are_reported(demo_doc: dict[str, Any]) -> None:
     demo_doc["vms"][0]["Get-VM"]["Version"] = "5.0"
     plan = plan_for(demo_doc)
     assert [f.code for f in plan.unfixable] == ["NV-V08"]
-
-
-HOSTILE = [
-    "it's",
-    "a;b",
-    "$(Stop-Computer)",
-    "back`tick",
-    "new\nline",
-    "Ünïcødé ☃",
-    "‘curly’ ‚low‛",
-    "'; Remove-Item C:\\ -Recurse; '",
-]
 
 
 @pytest.mark.parametrize("name", HOSTILE)

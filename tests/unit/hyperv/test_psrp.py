@@ -16,6 +16,7 @@ from typing import Any
 
 import psrp_standin as ps
 import pytest
+from helpers import HOSTILE
 
 from nestvirt.backends import hyperv, hyperv_ps
 from nestvirt.backends.hyperv_transport import (
@@ -27,16 +28,6 @@ from nestvirt.backends.hyperv_transport import (
 from nestvirt.errors import ConnectError, UsageError
 
 PASSWORD = "s3cr3t-'$(pw)"
-HOSTILE = [
-    "it's",
-    "a;b",
-    "$(Stop-Computer)",
-    "back`tick",
-    "new\nline",
-    "Ünïcødé ☃",
-    "‘curly’",
-    "'; Remove-Item C:\\ -Recurse; '",
-]
 
 
 def remote(port: int) -> RemoteTransport:

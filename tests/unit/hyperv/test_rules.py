@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import GIB, fixture
+from helpers import HOSTILE
 
 from nestvirt import rules
 from nestvirt.backends import hyperv
@@ -364,18 +365,6 @@ def test_v08_numeric_versions(
     doc = vm_doc(demo_doc, Get_VM__Version=version)
     doc["host"]["Win32_Processor"]["Manufacturer"] = maker
     assert vm_findings(doc).get("NV-V08") == severity
-
-
-HOSTILE = [
-    "it's",
-    "a;b",
-    "$(Stop-Computer)",
-    "back`tick",
-    "new\nline",
-    "Ünïcødé ☃",
-    "‘curly’ ‚low‛",
-    "'; Remove-Item C:\\ -Recurse; '",
-]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
