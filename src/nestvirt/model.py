@@ -120,16 +120,26 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class HostReport:
-    name: str
-    platform: str  # "linux" | "windows"
-    facts: dict[str, Any]
+class _Judged:
+    """A report on one thing (the host, a VM): its verdict follows from its findings."""
+
+    __slots__ = ()
     findings: tuple[Finding, ...]
 
     @property
     def verdict(self) -> Verdict:
         return verdict_of(self.findings)
+
+    def findings_json(self) -> list[dict[str, Any]]:
+        return [f.to_json() for f in self.findings]
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport(_Judged):
+    name: str
+    platform: str  # "linux" | "windows"
+    facts: dict[str, Any]
+    findings: tuple[Finding, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,20 +147,16 @@ class HostReport:
             "platform": self.platform,
             "verdict": str(self.verdict),
             "facts": self.facts,
-            "findings": [f.to_json() for f in self.findings],
+            "findings": self.findings_json(),
         }
 
 
 @dataclass(frozen=True, slots=True)
-class VmReport:
+class VmReport(_Judged):
     name: str
     backend: str  # "libvirt" | "hyperv"
     state: str  # "running" | "off" | "saved" | "paused" | …
     findings: tuple[Finding, ...]
-
-    @property
-    def verdict(self) -> Verdict:
-        return verdict_of(self.findings)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,7 +164,7 @@ class VmReport:
             "backend": self.backend,
             "state": self.state,
             "verdict": str(self.verdict),
-            "findings": [f.to_json() for f in self.findings],
+            "findings": self.findings_json(),
         }
 
 
