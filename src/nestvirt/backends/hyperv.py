@@ -237,6 +237,13 @@ def _vm_change(
     )
 
 
+def _stop_vm_change(vm_name: str, summary: str) -> HyperVChange:
+    """`Stop-VM -Name VM -Force` (NV-V07): the first change when a plan needs the VM off."""
+    return _vm_change(
+        "stop-vm", ("NV-V07",), vm_name, "Stop-VM", {"Force": None}, summary, name_param="Name"
+    )
+
+
 def _check_memory(memory_bytes: int) -> None:
     if memory_bytes <= 0 or memory_bytes % MEMORY_ALIGN:
         raise UsageError(
@@ -277,15 +284,7 @@ def _make_off(
         )
     else:
         changes.append(
-            _vm_change(
-                "stop-vm",
-                ("NV-V07",),
-                name,
-                "Stop-VM",
-                {"Force": None},
-                "shut the VM down (guest shutdown; turned off after 5 minutes)",
-                name_param="Name",
-            )
+            _stop_vm_change(name, "shut the VM down (guest shutdown; turned off after 5 minutes)")
         )
 
 
@@ -659,18 +658,7 @@ def plan_undo(record: Mapping[str, Any], vm: HyperVVmFacts, *, stop: bool = Fals
                 f"VM {name!r} is {vm.state_word}: undo changes settings that need it off; "
                 "stop it first or pass --stop"
             )
-        changes.insert(
-            0,
-            _vm_change(
-                "stop-vm",
-                ("NV-V07",),
-                name,
-                "Stop-VM",
-                {"Force": None},
-                "shut the VM down",
-                name_param="Name",
-            ),
-        )
+        changes.insert(0, _stop_vm_change(name, "shut the VM down"))
     if "remove-saved-state" in applied:
         notes.append("the saved state enable discarded cannot be restored")
     if "install-hypervisor" in applied:
