@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from nestvirt.model import Finding, HostReport, Severity, StatusReport, Verdict, VmReport
+from nestvirt.model import Finding, HostReport, Severity, StatusReport, Verdict
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.NOT_READY: "bold red"}
@@ -91,7 +91,3 @@ def print_status(report: StatusReport, out: TextIO | None = None) -> None:
     ready = sum(vm.verdict is Verdict.READY for vm in report.vms)
     vms = f"; VMs ready for nesting: {ready}/{len(report.vms)}" if report.vms else ""
     con.print(f"host {host.verdict}{vms}. `nestvirt explain CODE` tells more.")
-
-
-def vm_lines(vm: VmReport) -> list[str]:
-    return [f"{f.code} {f.severity}: {f.message}" for f in vm.findings]
