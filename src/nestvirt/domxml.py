@@ -112,11 +112,12 @@ def _trailing(xml: str) -> str:
     return xml[len(xml.rstrip()) :]
 
 
-def unified_diff(before: str, after: str, name: str) -> str:
+def unified_diff(before: str, after: str, name: str, current: str = "current, inactive") -> str:
+    """The `--dry-run` diff of a definition; `current` says what the left side is."""
     lines = difflib.unified_diff(
         before.splitlines(keepends=True),
         after.splitlines(keepends=True),
-        fromfile=f"{name} (current, inactive)",
+        fromfile=f"{name} ({current})",
         tofile=f"{name} (new)",
     )
     return "".join(lines)

@@ -27,12 +27,12 @@ lock and one history, and a renamed VM keeps both.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nestvirt import domxml
 from nestvirt.backends import hyperv
 from nestvirt.backends.hyperv import HyperVChange
 from nestvirt.backends.hyperv_ps import ps_quote, wire_value
@@ -216,13 +216,7 @@ class HyperVSubject:
         return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
 
     def diff(self, before: str, after: str) -> str:
-        lines = difflib.unified_diff(
-            before.splitlines(keepends=True),
-            after.splitlines(keepends=True),
-            fromfile=f"{self.name} (current Hyper-V settings)",
-            tofile=f"{self.name} (new)",
-        )
-        return "".join(lines)
+        return domxml.unified_diff(before, after, self.name, "current Hyper-V settings")
 
     # ------------------------------------------------------------ writing
 
