@@ -42,7 +42,7 @@ def _heading(title: str, verdict: Verdict) -> str:
 
 
 def host_summary(host: HostReport) -> list[str]:
-    """A few lines of the facts a user looks for first (Linux hosts)."""
+    """A few lines of the facts a user looks for first."""
     facts = host.facts
     lines = []
     if "cpu_vendor" in facts and "kvm_device" in facts:
@@ -71,7 +71,22 @@ def host_summary(host: HostReport) -> list[str]:
             lines.append(
                 f"KVM probe: {'guests ran' if probe.get('ok') else 'guests did not run'} ({modes})"
             )
+    elif "build" in facts and "cpu_manufacturer" in facts:
+        caption, build = _shown(facts.get("os_caption")), _shown(facts["build"])
+        lines.append(f"{caption} (build {build})")
+        lines.append(f"CPU {_shown(facts['cpu_manufacturer'])} {_shown(facts.get('cpu_name'))}")
+        present = facts.get("hypervisor_present")
+        running = "running" if present is True else "not running" if present is False else "?"
+        feature = _shown(facts.get("hyperv_feature_state"))
+        lines.append(f"Hyper-V feature {feature}, hypervisor {running}")
     return lines
+
+
+def _shown(value: Any) -> str:
+    """A fact as text; an Unknown (JSON {"unknown": reason}) as "unknown"."""
+    if isinstance(value, dict) and "unknown" in value:
+        return "unknown"
+    return "?" if value is None else str(value)
 
 
 def print_status(report: StatusReport, out: TextIO | None = None) -> None:
