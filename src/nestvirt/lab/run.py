@@ -26,7 +26,7 @@ from nestvirt import rules
 from nestvirt.errors import UsageError
 from nestvirt.lab import boot, domain, expose, image, paths, report
 from nestvirt.lab.report import LabReport
-from nestvirt.model import Finding, Severity
+from nestvirt.model import Finding
 from nestvirt.probe.result import ProbeResult
 from nestvirt.rules.host_linux import linux_boot_hits
 
@@ -192,11 +192,12 @@ def _no_report(outcome: boot.BootOutcome, accel: str) -> Finding:
     tail = outcome.console_tail.strip().splitlines()
     last = f"; console: {tail[-1][:160]}" if tail else ""
     stage = "booted but" if outcome.booted else "did not boot and"
-    return Finding(
-        "NV-H07", "kvm-not-functional", Severity.ERROR,
+    hit = rules.Hit(
         f"lab VM (depth 1, {accel}) {stage} gave no report: {outcome.error}{last}",
         "nestvirt lab --keep keeps the console log; --accel tcg if KVM hangs",
-    )  # fmt: skip
+    )
+    (finding,) = rules.findings_from("NV-H07", rules.Platform.LINUX, [hit])
+    return finding
 
 
 def _boot(
