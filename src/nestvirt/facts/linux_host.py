@@ -208,7 +208,8 @@ def libvirt_qemu_access(device: KvmDevice, conf: Path = QEMU_CONF) -> LibvirtQem
     group = _conf_value(text, "group") or QEMU_DEFAULT_GROUP
     if not device.exists:
         return LibvirtQemuAccess(user, group, False, False)
-    return LibvirtQemuAccess(user, group, can_open(user, group), daemon_can_open())
+    # libvirtd runs as root, which opens a char device whatever its mode.
+    return LibvirtQemuAccess(user, group, can_open(user, group), daemon_can_open_kvm=True)
 
 
 def _conf_value(text: str, key: str) -> str | None:
@@ -243,11 +244,6 @@ def _account_ids(user: str, group: str) -> tuple[int, set[int]]:
     account = pwd.getpwnam(user)
     extra = {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
     return account.pw_uid, {gid, account.pw_gid, *extra}
-
-
-def daemon_can_open() -> bool:
-    # libvirtd runs as root; root opens a char device whatever its mode.
-    return KVM_DEVICE.exists()
 
 
 def _user_name(uid: int) -> str:
