@@ -24,9 +24,8 @@ def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool)
     """The local host, plus the VMs of `connect` (default qemu:///system when it answers)."""
     if host_only and vm_names:
         raise UsageError("--host-only takes no VM names")
-    host = host_report()
     if host_only:
-        return StatusReport(host)
+        return StatusReport(host_report())
     from nestvirt.backends import libvirt as backend
 
     uri = connect or LOCAL_URI
@@ -35,10 +34,10 @@ def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool)
     except ConnectError as exc:
         if connect or vm_names:
             raise
-        return StatusReport(host, notes=(f"{exc}; reporting the host only",))
+        return StatusReport(host_report(), notes=(f"{exc}; reporting the host only",))
     try:
-        if _is_remote(uri):
-            host = remote_host_report(conn, uri)
+        # a remote URI's host is judged from its capabilities, not from this machine's facts
+        host = remote_host_report(conn, uri) if _is_remote(uri) else host_report()
         domains = [backend.lookup_domain(conn, n) for n in vm_names] or backend.list_domains(conn)
         reports = []
         for dom in domains:
