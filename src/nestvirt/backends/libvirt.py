@@ -6,10 +6,11 @@ libvirt do not pay for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nestvirt.errors import ConnectError, NotFound, PermissionRequired
 from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
@@ -17,6 +18,8 @@ from nestvirt.model import Unknown
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
+
+T = TypeVar("T")
 
 DEFAULT_URI = "qemu:///system"
 
@@ -178,7 +181,6 @@ def _balloon_model(root: Any) -> str | None:
     return None if balloon is None else balloon.get("model")
 
 
-@cache
 def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
     from lxml import etree
 
@@ -190,13 +192,35 @@ def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
     return vendor, tuple(sorted(n for n in names if n in ("vmx", "svm")))
 
 
+# What a connection's capabilities say does not change while it is open: each
+# answer is asked once per connection, not once per domain.
+_ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _once(conn: libvirt_t.virConnect, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+    answers = _ANSWERS.setdefault(conn, {})
+    if key not in answers:
+        answers[key] = compute()
+    return cast(T, answers[key])
+
+
+def _expanded_extensions(conn: libvirt_t.virConnect, cpu_xml: str) -> tuple[str, ...]:
+    """vmx/svm in a CPU definition expanded to every feature (raises libvirtError)."""
+    lv = _libvirt()
+    expanded = conn.baselineCPU([cpu_xml], lv.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES)
+    return tuple(n for n in ("vmx", "svm") if f"name='{n}'" in (expanded or ""))
+
+
 def host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
     """The host CPU vendor and its vmx/svm, as the connection's capabilities report it.
 
     Capabilities list features beyond the named model only, so the model is
     expanded through baselineCPU to see every feature.
     """
-    lv = _libvirt()
+    return _once(conn, ("host-cpu",), lambda: _host_cpu(conn))
+
+
+def _host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
     caps = str(conn.getCapabilities())
     vendor, extensions = _host_cpu_from_caps(caps)
     if extensions:
@@ -205,13 +229,9 @@ def host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
     if start < 0 or end < 0:
         return vendor, ()
     try:
-        expanded = conn.baselineCPU(
-            [caps[start : end + len("</cpu>")]], lv.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES
-        )
-    except lv.libvirtError:
+        return vendor, _expanded_extensions(conn, caps[start : end + len("</cpu>")])
+    except _libvirt().libvirtError:
         return vendor, ()
-    found = [name for name in ("vmx", "svm") if f"name='{name}'" in (expanded or "")]
-    return vendor, tuple(found)
 
 
 # QEMU's CPU when a domain names none (x86 `pc`/`q35` machines).
@@ -228,15 +248,18 @@ def model_extensions(
 
 
 def _model_extensions(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...] | Unknown:
-    lv = _libvirt()
+    return _once(conn, ("model-extensions", model), lambda: _expand_model(conn, model))
+
+
+def _expand_model(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...] | Unknown:
     from xml.sax.saxutils import escape
 
-    cpu = f"<cpu><arch>x86_64</arch><model>{escape(model)}</model></cpu>"
     try:
-        expanded = conn.baselineCPU([cpu], lv.VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES)
-    except lv.libvirtError as exc:
+        return _expanded_extensions(
+            conn, f"<cpu><arch>x86_64</arch><model>{escape(model)}</model></cpu>"
+        )
+    except _libvirt().libvirtError as exc:
         return Unknown(f"CPU model {model!r} not expandable: {exc.get_error_message()}")
-    return tuple(n for n in ("vmx", "svm") if f"name='{n}'" in (expanded or ""))
 
 
 # Models libvirt lists with vendor='unknown': the vendor QEMU gives them (target/i386/cpu.c).
@@ -253,7 +276,8 @@ def model_vendor(
     if mode in ("host-passthrough", "host-model"):
         return None
     name = (model or QEMU_DEFAULT_MODEL).strip()
-    vendors = _model_vendors(conn, virt_type or "kvm")
+    kind = virt_type or "kvm"
+    vendors = _once(conn, ("model-vendors", kind), lambda: _model_vendors(conn, kind))
     if isinstance(vendors, Unknown):
         return vendors
     vendor = vendors.get(name, "unknown")
