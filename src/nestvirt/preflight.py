@@ -119,12 +119,9 @@ def cpu_vendor_here(cpuinfo: str = "/proc/cpuinfo") -> str | Unknown:
 
 def is_local_uri(uri: str) -> bool:
     """A libvirt URI without a host name talks to this machine (qemu:///system, test:///default)."""
-    from urllib.parse import urlsplit
+    from nestvirt.backends.libvirt import uri_host
 
-    try:
-        return not urlsplit(uri).hostname
-    except ValueError:
-        return False
+    return uri_host(uri) is None
 
 
 # ---------------------------------------------------------------------------
@@ -236,9 +233,7 @@ def _libvirt(vm: str, op: Operation, uri: str | None, *, assume: bool) -> Prefli
         cap = nested_state_capability()
         host = "this host"
     else:
-        from urllib.parse import urlsplit
-
-        host = urlsplit(facts.uri).hostname or facts.uri
+        host = backend.uri_host(facts.uri) or facts.uri
         cap = Unknown(
             f"{facts.uri} is another host and nestvirt reads the capability through this "
             f"machine's /dev/kvm; run `nestvirt preflight` on {host}"

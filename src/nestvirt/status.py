@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
 
 from nestvirt import rules
 from nestvirt.errors import ConnectError, UsageError
@@ -37,7 +36,7 @@ def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool)
         return StatusReport(host_report(), notes=(f"{exc}; reporting the host only",))
     try:
         # a remote URI's host is judged from its capabilities, not from this machine's facts
-        host = remote_host_report(conn, uri) if _is_remote(uri) else host_report()
+        host = remote_host_report(conn, uri) if backend.uri_host(uri) else host_report()
         domains = [backend.lookup_domain(conn, n) for n in vm_names] or backend.list_domains(conn)
         reports = []
         for dom in domains:
@@ -61,10 +60,6 @@ def remote_host_report(conn: Any, uri: str) -> HostReport:
         "note": "host rules run only on the machine nestvirt runs on; run nestvirt there",
     }
     return HostReport(str(conn.getHostname()), "linux", facts, ())
-
-
-def _is_remote(uri: str) -> bool:
-    return bool(urlparse(uri).hostname)
 
 
 def status(

@@ -48,6 +48,16 @@ def _libvirt() -> Any:
     return libvirt
 
 
+def uri_host(uri: str) -> str | None:
+    """The host a libvirt URI names; None for this machine (qemu:///system, test:///default)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:  # malformed: never take it for this machine
+        return uri
+
+
 def open_connection(uri: str | None, *, readonly: bool = False) -> libvirt_t.virConnect:
     """Open a libvirt connection or raise ConnectError with libvirt's own reason."""
     lv = _libvirt()
