@@ -44,12 +44,7 @@ class LazyGroup(click.Group):
         module_name = COMMANDS.get(cmd_name)
         if module_name is None:
             return None
-        try:
-            module = importlib.import_module(f"nestvirt.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"nestvirt.cli.{module_name}":
-                raise
-            return None  # listed but not built yet
+        module = importlib.import_module(f"nestvirt.cli.{module_name}")
         command: click.Command = getattr(module, ATTRIBUTES.get(cmd_name, "command"))
         return command
 

@@ -122,11 +122,7 @@ def load() -> None:
     if _loaded:
         return
     for module in RULE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real import error inside a rule module
-                raise
+        importlib.import_module(module)
     _loaded = True
 
 
