@@ -117,6 +117,17 @@ def rule(
     return register
 
 
+def rules_of(
+    target: Target, platform: Platform
+) -> Callable[[str, str, Severity], Callable[[Check], Check]]:
+    """`@rule` with target and platform fixed: one per rule module."""
+
+    def decorator(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
+        return rule(code, name, severity, target=target, platform=platform)
+
+    return decorator
+
+
 def load() -> None:
     global _loaded
     if _loaded:

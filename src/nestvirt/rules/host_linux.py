@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from nestvirt.facts.linux_host import KvmDevice, LinuxHostFacts
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult, Stage
-from nestvirt.rules import Check, Hit, Platform, Target, findings_from, rule
+from nestvirt.rules import Hit, Platform, Target, findings_from, rules_of
 
 GIB = 1024**3
 NESTED_ON = frozenset({"Y", "y", "1"})
@@ -16,8 +16,7 @@ VENDOR_MODULE = {"GenuineIntel": "kvm_intel", "AuthenticAMD": "kvm_amd"}
 DEVICE_STAGES = frozenset({Stage.NO_DEVICE, Stage.DENIED})
 
 
-def host_rule(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
-    return rule(code, name, severity, target=Target.HOST, platform=Platform.LINUX)
+host_rule = rules_of(Target.HOST, Platform.LINUX)
 
 
 def probe_ran_guest(probe: ProbeResult | None) -> bool:

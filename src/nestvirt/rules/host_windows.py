@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from nestvirt.facts.hyperv import HyperVHostFacts
 from nestvirt.model import Severity, Unknown
-from nestvirt.rules import Hit, Platform, Target, rule
+from nestvirt.rules import Hit, Platform, Target, rules_of
 
 MIN_BUILD = 10565  # the preview page: Windows Insider build 10565 or later
 MIN_AMD_BUILD = 20348  # Windows Server 2022 (Windows 11 is 22000): first with AMD nesting
@@ -28,9 +28,10 @@ def _not_checked(what: str, reason: str) -> Hit:
     return Hit(f"{what} could not be read ({reason}); not checked", None, Severity.INFO)
 
 
-@rule(
-    "NV-H20", "windows-build-too-old", Severity.ERROR, target=Target.HOST, platform=Platform.WINDOWS
-)
+host_rule = rules_of(Target.HOST, Platform.WINDOWS)
+
+
+@host_rule("NV-H20", "windows-build-too-old", Severity.ERROR)
 def windows_build_too_old(host: HyperVHostFacts) -> Iterator[Hit]:
     """Windows is older than build 10565, the first with nested virtualization.
 
@@ -70,13 +71,7 @@ def windows_build_too_old(host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule(
-    "NV-H21",
-    "amd-needs-newer-windows",
-    Severity.ERROR,
-    target=Target.HOST,
-    platform=Platform.WINDOWS,
-)
+@host_rule("NV-H21", "amd-needs-newer-windows", Severity.ERROR)
 def amd_needs_newer_windows(host: HyperVHostFacts) -> Iterator[Hit]:
     """An AMD host runs a Windows older than build 20348, which cannot nest on AMD.
 
@@ -119,13 +114,7 @@ def amd_needs_newer_windows(host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule(
-    "NV-H22",
-    "hypervisor-not-running",
-    Severity.ERROR,
-    target=Target.HOST,
-    platform=Platform.WINDOWS,
-)
+@host_rule("NV-H22", "hypervisor-not-running", Severity.ERROR)
 def hypervisor_not_running(host: HyperVHostFacts) -> Iterator[Hit]:
     """Hyper-V is not installed, or its hypervisor is not running.
 
@@ -172,7 +161,7 @@ def hypervisor_not_running(host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule("NV-H23", "vbs-running", Severity.WARNING, target=Target.HOST, platform=Platform.WINDOWS)
+@host_rule("NV-H23", "vbs-running", Severity.WARNING)
 def vbs_running(host: HyperVHostFacts) -> Iterator[Hit]:
     """Virtualization-based security is running on the host.
 
@@ -225,9 +214,7 @@ def vbs_running(host: HyperVHostFacts) -> Iterator[Hit]:
 _OFFER_FALSE = re.compile(r"(?i)(?:^|\s)/?OFFERNESTEDVIRT\s*=\s*FALSE(?=\s|$)")
 
 
-@rule(
-    "NV-H24", "bcd-nested-disabled", Severity.ERROR, target=Target.HOST, platform=Platform.WINDOWS
-)
+@host_rule("NV-H24", "bcd-nested-disabled", Severity.ERROR)
 def bcd_nested_disabled(host: HyperVHostFacts) -> Iterator[Hit]:
     """The boot configuration tells the hypervisor not to offer nesting.
 
@@ -262,7 +249,7 @@ def bcd_nested_disabled(host: HyperVHostFacts) -> Iterator[Hit]:
         yield Hit(f"BCD hypervisorloadoptions is {options!r}: nesting is switched off", fix)
 
 
-@rule("NV-H25", "no-slat", Severity.ERROR, target=Target.HOST, platform=Platform.WINDOWS)
+@host_rule("NV-H25", "no-slat", Severity.ERROR)
 def no_slat(host: HyperVHostFacts) -> Iterator[Hit]:
     """The processor reports no second-level address translation (EPT / RVI).
 
@@ -309,13 +296,7 @@ def no_slat(host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule(
-    "NV-H26",
-    "firmware-virt-disabled-windows",
-    Severity.ERROR,
-    target=Target.HOST,
-    platform=Platform.WINDOWS,
-)
+@host_rule("NV-H26", "firmware-virt-disabled-windows", Severity.ERROR)
 def firmware_virt_disabled_windows(host: HyperVHostFacts) -> Iterator[Hit]:
     """Virtualization is disabled in the firmware (and the hypervisor is not running).
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from nestvirt.backends.hyperv_ps import ps_quote
 from nestvirt.facts.hyperv import GIB, HyperVHostFacts, HyperVVmFacts
 from nestvirt.model import Severity, Unknown
-from nestvirt.rules import Hit, Platform, Target, rule
+from nestvirt.rules import Hit, Platform, Target, rules_of
 
 MIN_MEMORY_BYTES = 4 * GIB
 MIN_VERSION_INTEL = (8, 0)
@@ -31,9 +31,10 @@ def _version(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
-@rule(
-    "NV-V01", "virt-extensions-hidden", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV
-)
+vm_rule = rules_of(Target.VM, Platform.HYPERV)
+
+
+@vm_rule("NV-V01", "virt-extensions-hidden", Severity.ERROR)
 def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM does not see the host's VT-x / AMD-V.
 
@@ -65,7 +66,7 @@ def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
         )
 
 
-@rule("NV-V02", "dynamic-memory", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV)
+@vm_rule("NV-V02", "dynamic-memory", Severity.ERROR)
 def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """Dynamic memory is on: a VM running a hypervisor will not start.
 
@@ -97,7 +98,7 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule("NV-V03", "memory-below-4gib", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+@vm_rule("NV-V03", "memory-below-4gib", Severity.WARNING)
 def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM starts with less than 4 GiB of memory.
 
@@ -127,9 +128,7 @@ def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]
         )
 
 
-@rule(
-    "NV-V04", "mac-spoofing-blocked", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV
-)
+@vm_rule("NV-V04", "mac-spoofing-blocked", Severity.WARNING)
 def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """A network adapter drops frames from other MAC addresses: nested guests get no network.
 
@@ -167,7 +166,7 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
             )
 
 
-@rule("NV-V05", "saved-state", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+@vm_rule("NV-V05", "saved-state", Severity.WARNING)
 def saved_state(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM is in a saved state, which enabling nesting discards.
 
@@ -199,7 +198,7 @@ def saved_state(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule("NV-V06", "checkpoints-present", Severity.WARNING, target=Target.VM, platform=Platform.HYPERV)
+@vm_rule("NV-V06", "checkpoints-present", Severity.WARNING)
 def checkpoints_present(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM has checkpoints; applying one to the running VM fails once it nests.
 
@@ -238,7 +237,7 @@ def checkpoints_present(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hi
         )
 
 
-@rule("NV-V07", "restart-required", Severity.INFO, target=Target.VM, platform=Platform.HYPERV)
+@vm_rule("NV-V07", "restart-required", Severity.INFO)
 def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM is not off: changes take effect only after a full stop and start.
 
@@ -269,9 +268,7 @@ def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
         )
 
 
-@rule(
-    "NV-V08", "config-version-too-old", Severity.ERROR, target=Target.VM, platform=Platform.HYPERV
-)
+@vm_rule("NV-V08", "config-version-too-old", Severity.ERROR)
 def config_version_too_old(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM's configuration version is too old for nesting (8.0 Intel, 9.3 AMD).
 

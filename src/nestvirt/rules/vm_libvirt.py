@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.model import Severity, Unknown
-from nestvirt.rules import Check, Hit, Platform, Target, rule
+from nestvirt.rules import Hit, Platform, Target, rules_of
 
 GIB_KIB = 1024 * 1024
 ON = frozenset({"require", "force"})
@@ -16,8 +16,7 @@ EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm"}
 SVM_VENDORS = frozenset({"AMD", "Hygon"})  # the vendors kvm_amd accepts
 
 
-def vm_rule(code: str, name: str, severity: Severity) -> Callable[[Check], Check]:
-    return rule(code, name, severity, target=Target.VM, platform=Platform.LIBVIRT)
+vm_rule = rules_of(Target.VM, Platform.LIBVIRT)
 
 
 def is_tcg(vm: LibvirtVmFacts) -> bool:
