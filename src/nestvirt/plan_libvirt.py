@@ -19,10 +19,13 @@ Policy (see `_expose`):
 - qemu (TCG) domains: QEMU emulates SVM but not VMX, and the guest's kvm_amd
   loads only on an AMD (or Hygon) CPU vendor. So: `require` of `svm`; a require of
   `vmx` becomes that require of `svm` (in place); a model of another vendor is
-  replaced by EPYC; no <cpu>, or host-passthrough (which TCG cannot run), becomes
+  replaced by EPYC; no <cpu>, host-passthrough (which TCG cannot run), or
+  host-model on a host whose vendor is not AMD (the guest would see it) becomes
   `<cpu mode='custom' match='exact' check='none'><model fallback='allow'>EPYC
-  </model><feature policy='require' name='svm'/></cpu>`. host-model under TCG
-  gets an explicit require of svm; maximum (QEMU's `max`) carries it.
+  </model><feature policy='require' name='svm'/></cpu>`. host-model of an AMD
+  host under TCG gets an explicit require of svm; maximum (QEMU's `max`) carries it.
+  Whether the guest already gets svm, and its vendor, is the guest-CPU oracle's
+  answer (rules.vm_libvirt.guest_cpu_of: QEMU's own, or nestvirt.guestcpu's table).
 - memory: currentMemory = memory. <maxMemory> and virtio-mem devices (memory
   hotplug) are removed only with `remove_hotplug`; otherwise a note says so.
   `memory_kib` sets <memory> (and currentMemory) to that size.
@@ -49,8 +52,6 @@ from nestvirt.model import Change, Finding, Plan, Severity, Unknown
 
 GIB_KIB = 1024 * 1024
 TCG_DEFAULT_MODEL = "EPYC"
-# libvirt cpu_map models whose vendor is AMD or Hygon (qemu64: QEMU gives it AuthenticAMD).
-_AMD_MODEL = re.compile(r"^(EPYC(-.*)?|Opteron_G\d+|phenom|athlon|Dhyana(-.*)?|qemu64)$")
 _ON = ("require", "force")
 _OFF = ("disable", "forbid")
 _PASSTHROUGH_MODES = ("host-passthrough", "host-model", "maximum")
@@ -190,8 +191,12 @@ def _other(flag: str) -> str:
     return "vmx" if flag == "svm" else "svm"
 
 
-def _is_amd_model(model: str | None) -> bool:
-    return model is None or bool(_AMD_MODEL.match(model))
+def _has_svm_vendor(f: LibvirtVmFacts) -> bool:
+    """Whether the guest's CPUID vendor is one kvm_amd accepts (the oracle's answer)."""
+    from nestvirt.guestcpu import SVM_VENDORS
+    from nestvirt.rules.vm_libvirt import guest_cpu_of
+
+    return guest_cpu_of(f).vendor in SVM_VENDORS
 
 
 def _expose(b: _Builder, opts: PlanOptions) -> None:
@@ -225,7 +230,7 @@ def _expose(b: _Builder, opts: PlanOptions) -> None:
     mode = f.cpu_mode
     codes = ["NV-V01"]
     if features.get(other) in _ON:
-        codes.append("NV-V09")
+        codes.append("NV-V11" if is_tcg(f) else "NV-V09")
         if is_tcg(f) and other == "vmx":
             edits.append(domxml.RenameFeature("vmx", "svm", "require"))
             why.append("turn the require of vmx (which TCG cannot emulate) into svm")
@@ -233,14 +238,23 @@ def _expose(b: _Builder, opts: PlanOptions) -> None:
             edits.append(domxml.RemoveFeature(other))
             why.append(f"drop the require of {other} (the host CPU is {f.host_cpu_vendor})")
     if is_tcg(f):
-        if mode == "host-passthrough" or mode is None or (mode == "custom" and not f.cpu_model):
+        host_model_of_other_vendor = mode == "host-model" and not _has_svm_vendor(f)
+        if (
+            mode == "host-passthrough"
+            or mode is None
+            or (mode == "custom" and not f.cpu_model)
+            or host_model_of_other_vendor
+        ):
             edits.append(domxml.SetCpuCustom(TCG_DEFAULT_MODEL))
             why.append(
                 f"use CPU model {TCG_DEFAULT_MODEL} (TCG cannot run host-passthrough)"
                 if mode == "host-passthrough"
+                else f"use CPU model {TCG_DEFAULT_MODEL} (host-model gives the guest the "
+                f"{f.host_cpu_vendor} vendor, which kvm_amd refuses)"
+                if host_model_of_other_vendor
                 else f"give the domain CPU model {TCG_DEFAULT_MODEL}"
             )
-        elif mode == "custom" and not _is_amd_model(f.cpu_model):
+        elif mode == "custom" and not _has_svm_vendor(f):
             edits.append(domxml.SetCpuModel(TCG_DEFAULT_MODEL))
             why.append(f"replace CPU model {f.cpu_model} by {TCG_DEFAULT_MODEL}: kvm_amd in the "
                        "guest loads only on an AMD CPU vendor")  # fmt: skip
@@ -272,17 +286,15 @@ def _expose(b: _Builder, opts: PlanOptions) -> None:
 def _exposed(f: LibvirtVmFacts, flag: str | None) -> bool:
     """Does the definition already expose `flag` (and nothing it cannot run)?
 
-    NV-V01's own test (rules.vm_libvirt.exposes), plus two things it leaves to
-    others: a require of the other vendor's flag (NV-V09, or vmx under TCG), and
-    under TCG a model of another vendor than AMD (the guest's kvm_amd refuses it).
+    NV-V01's own test (rules.vm_libvirt.exposes: the guest CPU oracle, the
+    vendor kvm_amd needs under TCG included), plus a require of the other
+    vendor's flag (NV-V09, or vmx under TCG: NV-V11), which it leaves to others.
     """
     from nestvirt.rules import vm_libvirt
 
     if flag is None or not vm_libvirt.exposes(f):
         return False
-    if f.cpu_features.get(_other(flag)) in _ON:
-        return False
-    return not (is_tcg(f) and f.cpu_mode == "custom" and not _is_amd_model(f.cpu_model))
+    return f.cpu_features.get(_other(flag)) not in _ON
 
 
 def _memory(b: _Builder, opts: PlanOptions) -> None:

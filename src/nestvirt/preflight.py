@@ -130,7 +130,8 @@ def is_local_uri(uri: str) -> bool:
 
 def libvirt_exposure(vm: LibvirtVmFacts) -> tuple[bool | Unknown, str]:
     """Whether the domain's guest CPU carries vmx/svm, and a phrase saying why (NV-V01's test)."""
-    from nestvirt.rules.vm_libvirt import OFF, ON, hidden_reasons, wanted_extension
+    from nestvirt.guestcpu import OFF, ON
+    from nestvirt.rules.vm_libvirt import guest_cpu_of, hidden_reasons, wanted_extension
 
     ext = wanted_extension(vm)
     live = vm.live_cpu_features or {}
@@ -139,16 +140,9 @@ def libvirt_exposure(vm: LibvirtVmFacts) -> tuple[bool | Unknown, str]:
         exposed = live[ext] in ON
         return exposed, f"the running CPU has <feature policy='{live[ext]}' name='{ext}'/>"
     reasons = list(hidden_reasons(vm))
-    if not reasons:
-        policy = vm.cpu_features.get(ext or "")
-        if policy in ON:
-            return True, f"its CPU definition requires {ext}"
-        if vm.cpu_mode in ("host-passthrough", "host-model", "maximum"):
-            return True, f"CPU mode {vm.cpu_mode} passes {ext}"
-        return True, f"CPU model {vm.cpu_model or 'qemu64 (QEMU default)'} carries {ext}"
-    if isinstance(vm.cpu_model_extensions, Unknown) and ext and vm.cpu_features.get(ext) is None:
-        return Unknown(reasons[0]), reasons[0]
-    return False, reasons[0]
+    if reasons:
+        return False, reasons[0]
+    return True, f"its guest CPU carries {ext} ({guest_cpu_of(vm).source_text})"
 
 
 def libvirt_operation_facts(

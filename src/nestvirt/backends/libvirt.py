@@ -9,15 +9,19 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nestvirt.errors import ConnectError, NotFound, PermissionRequired
 from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
+from nestvirt.guestcpu import LIBVIRT, QEMU_DEFAULT_MODEL, GuestCpu
 from nestvirt.model import Unknown
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
+
+    from nestvirt.qemu_cpu import QemuCpuOracle
 
 T = TypeVar("T")
 
@@ -141,8 +145,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         cpu_mode=mode,
         cpu_model=model,
         cpu_features=cpu_features_of(root),
-        cpu_model_extensions=model_extensions(conn, mode, model),
-        cpu_model_vendor=model_vendor(conn, root.get("type", ""), mode, model),
+        guest_cpu=guest_cpu(conn, root),
         live_cpu_features=live_features,
         memory_kib=_kib(root.find("memory")),
         current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
@@ -244,66 +247,201 @@ def _host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
         return vendor, ()
 
 
-# QEMU's CPU when a domain names none (x86 `pc`/`q35` machines).
-QEMU_DEFAULT_MODEL = "qemu64"
+# ------------------------------------------------------------ the guest CPU
 
 
-def model_extensions(
-    conn: libvirt_t.virConnect, mode: str | None, model: str | None
-) -> tuple[str, ...] | Unknown:
-    """vmx/svm carried by the named CPU model itself, by libvirt's own CPU map."""
-    if mode in ("host-passthrough", "host-model", "maximum"):
-        return ()
-    return _model_extensions(conn, (model or QEMU_DEFAULT_MODEL).strip())
+@cache
+def oracle() -> QemuCpuOracle:
+    """This process's QEMU oracle; its QEMUs quit and its cache is saved at exit."""
+    import atexit
+
+    from nestvirt.qemu_cpu import QemuCpuOracle
+
+    answers = QemuCpuOracle()
+    atexit.register(answers.close)
+    return answers
 
 
-def _model_extensions(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...] | Unknown:
-    return _once(conn, ("model-extensions", model), lambda: _expand_model(conn, model))
+def guest_cpu(conn: libvirt_t.virConnect, root: Any) -> GuestCpu:
+    """What the guest CPU of this definition gets (nestvirt.guestcpu): QEMU's answer on
+    a local connection, the table otherwise or when QEMU cannot be asked."""
+    from lxml import etree
+
+    query = _cpu_query_xml(root)
+    key = ("guest-cpu", etree.tostring(query).decode())
+    return _once(conn, key, lambda: _guest_cpu(conn, root, query))
 
 
-def _expand_model(conn: libvirt_t.virConnect, model: str) -> tuple[str, ...] | Unknown:
-    from xml.sax.saxutils import escape
+def _guest_cpu(conn: libvirt_t.virConnect, root: Any, query: Any) -> GuestCpu:
+    why = "a remote host's QEMU cannot be run from here"
+    if uri_host(str(conn.getURI())) is None:
+        argv = _qemu_argv(conn, query)
+        if isinstance(argv, Refused):
+            vendor = host_cpu(conn)[0]
+            return GuestCpu((), vendor, LIBVIRT, "domxml-to-native", refused=argv.reason)
+        if argv is None:
+            why = f"{conn.getType()} driver has no QEMU command line"
+        else:
+            emulator, accel, cpu_arg = argv
+            answer = oracle().expand(emulator, accel, cpu_arg)
+            if not isinstance(answer, str):
+                return answer
+            why = answer
+    return _table(conn, root, why)
 
+
+def _table(conn: libvirt_t.virConnect, root: Any, why: str) -> GuestCpu:
+    from nestvirt.guestcpu import table_answer
+
+    vendor, extensions = host_cpu(conn)
+    cpu = root.find("cpu")
+    mode = None if cpu is None else cpu.get("mode", "custom")
+    model = None if cpu is None else (cpu.findtext("model") or None)
+    model_vendor = _model_vendor(conn, root.get("type", ""), mode, model)
+    return table_answer(
+        domain_type=root.get("type", ""),
+        mode=mode,
+        model=model,
+        features=cpu_features_of(root),
+        host_vendor=vendor,
+        host_extensions=extensions,
+        model_vendor=model_vendor,
+        why=why,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+
+
+def _cpu_query_xml(root: Any) -> Any:
+    """The parts of a definition that decide QEMU's -cpu: type, os, features, cpu, emulator."""
+    from copy import deepcopy
+
+    from lxml import etree
+
+    query = etree.Element("domain", type=root.get("type", "kvm"))
+    etree.SubElement(query, "name").text = "nestvirt-cpu-query"
+    etree.SubElement(query, "memory", unit="MiB").text = "64"
+    for tag in ("os", "features", "cpu"):
+        node = root.find(tag)
+        if node is not None:
+            kept = deepcopy(node)
+            if tag == "os":  # boot files and loaders do not change the CPU
+                for child in list(kept):
+                    if child.tag != "type":
+                        kept.remove(child)
+            query.append(kept)
+    emulator = root.find("devices/emulator")
+    devices = etree.SubElement(query, "devices")
+    if emulator is not None:
+        devices.append(deepcopy(emulator))
+    return query
+
+
+def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] | Refused | None:
+    """(emulator, accel, -cpu argument) libvirt would run; None if the driver cannot say."""
+    import shlex
+
+    from lxml import etree
+
+    lv = _libvirt()
     try:
-        return _expanded_extensions(
-            conn, f"<cpu><arch>x86_64</arch><model>{escape(model)}</model></cpu>"
-        )
-    except _libvirt().libvirtError as exc:
-        return Unknown(f"CPU model {model!r} not expandable: {exc.get_error_message()}")
+        native = _translator(conn).domainXMLToNative("qemu-argv", etree.tostring(query).decode(), 0)
+    except lv.libvirtError as exc:
+        if exc.get_error_code() in (lv.VIR_ERR_NO_SUPPORT, lv.VIR_ERR_CONFIG_UNSUPPORTED) and (
+            "host-passthrough" not in (exc.get_error_message() or "")
+        ):
+            return None
+        return Refused(exc.get_error_message() or str(exc))
+    try:
+        words = shlex.split(native)
+    except ValueError:
+        return None
+    return parse_qemu_argv(words)
 
 
-# Models libvirt lists with vendor='unknown': the vendor QEMU gives them (target/i386/cpu.c).
-QEMU_MODEL_VENDORS = {
-    "qemu64": "AMD", "qemu32": "Intel", "kvm64": "Intel", "kvm32": "Intel", "486": "Intel",
-    "pentium": "Intel", "pentium2": "Intel", "pentium3": "Intel",
-}  # fmt: skip
+def _translator(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
+    """A connection allowed to build command lines: libvirt denies read-only ones, so a
+    read-only `conn` (status, preflight) gets a read-write sibling used for that alone."""
+    return _once(conn, ("translator",), lambda: _read_write_sibling(conn))
 
 
-def model_vendor(
+def _read_write_sibling(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
+    lv = _libvirt()
+    try:
+        conn.domainXMLToNative("qemu-argv", "<domain/>", 0)
+    except lv.libvirtError as exc:
+        if exc.get_error_code() != lv.VIR_ERR_OPERATION_DENIED:
+            return conn
+    else:
+        return conn
+    try:
+        sibling = lv.open(str(conn.getURI()))
+    except lv.libvirtError:
+        return conn
+    if sibling is None:
+        return conn
+    import atexit
+
+    atexit.register(_close_quietly, sibling)
+    return sibling
+
+
+def _close_quietly(conn: libvirt_t.virConnect) -> None:
+    try:
+        conn.close()
+    except _libvirt().libvirtError:
+        pass
+
+
+def parse_qemu_argv(words: list[str]) -> tuple[str, str, str] | None:
+    """(emulator, accel, cpu) from a QEMU command line (env assignments first)."""
+    import itertools
+    import re
+
+    assignment = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+    rest = list(words)
+    while rest and assignment.match(rest[0]):
+        rest.pop(0)
+    if not rest:
+        return None
+    emulator = rest[0]
+    accel, cpu = None, QEMU_DEFAULT_MODEL
+    for flag, value in itertools.pairwise(rest):
+        if flag == "-accel":
+            accel = value.split(",")[0]
+        elif flag == "-machine" and accel is None:
+            for part in value.split(","):
+                if part.startswith("accel="):
+                    accel = part[len("accel=") :].split(":")[0]
+        elif flag == "-cpu":
+            cpu = value
+    return emulator, accel or "tcg", cpu
+
+
+def _model_vendor(
     conn: libvirt_t.virConnect, virt_type: str, mode: str | None, model: str | None
-) -> str | Unknown | None:
-    """The CPUID vendor the guest sees for a named model, from domain capabilities."""
-    if mode in ("host-passthrough", "host-model"):
+) -> str | None:
+    """The CPUID vendor of a named model, from domain capabilities (for the table)."""
+    if mode in ("host-passthrough", "host-model", "maximum"):
         return None
     name = (model or QEMU_DEFAULT_MODEL).strip()
     kind = virt_type or "kvm"
     vendors = _once(conn, ("model-vendors", kind), lambda: _model_vendors(conn, kind))
-    if isinstance(vendors, Unknown):
-        return vendors
     vendor = vendors.get(name, "unknown")
-    if vendor == "unknown":
-        return QEMU_MODEL_VENDORS.get(name, Unknown(f"no vendor known for CPU model {name!r}"))
-    return vendor
+    return None if vendor == "unknown" else vendor
 
 
-def _model_vendors(conn: libvirt_t.virConnect, virt_type: str) -> dict[str, str] | Unknown:
+def _model_vendors(conn: libvirt_t.virConnect, virt_type: str) -> dict[str, str]:
     from lxml import etree
 
     lv = _libvirt()
     try:
         caps = conn.getDomainCapabilities(None, "x86_64", None, virt_type, 0)
-    except lv.libvirtError as exc:
-        return Unknown(f"no domain capabilities for {virt_type}: {exc.get_error_message()}")
+    except lv.libvirtError:
+        return {}
     models = etree.fromstring(caps.encode()).findall("cpu/mode[@name='custom']/model")
     return {(m.text or "").strip(): m.get("vendor", "unknown") for m in models}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nestvirt.guestcpu import GuestCpu
 from nestvirt.model import Unknown
 
 
@@ -32,10 +33,10 @@ class LibvirtVmFacts:
     cpu_mode: str | None  # None (no <cpu>), custom, host-model, host-passthrough, maximum
     cpu_model: str | None
     cpu_features: dict[str, str] = field(default_factory=dict)  # name -> policy
-    # vmx/svm that the named model (QEMU's default qemu64 when <cpu> names none) carries itself
-    cpu_model_extensions: tuple[str, ...] | Unknown = ()
-    # CPUID vendor of that model ("AMD", "Intel", "Hygon"); None where the host's CPU is used
-    cpu_model_vendor: str | Unknown | None = None
+    # what the guest CPU gets (nestvirt.guestcpu); None: the rules ask the table themselves
+    guest_cpu: GuestCpu | None = None
+    # CPUID vendor of the named model, for the table ("AMD", "Intel", "Hygon"); None: unknown
+    cpu_model_vendor: str | None = None
     live_cpu_features: dict[str, str] | None = None  # expanded CPU of a running domain
     memory_kib: int = 0
     current_memory_kib: int = 0

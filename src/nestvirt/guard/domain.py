@@ -1,13 +1,15 @@
 """LibvirtVmFacts from a domain XML document, without a libvirt connection.
 
 The libvirt hook must not call back into libvirtd (libvirtd waits for the hook:
-a call back deadlocks it), so what the backend learns from the connection is
-read from files here:
+a call back deadlocks it), nor can it know the `-cpu` argument libvirt built,
+so the guest CPU is judged by nestvirt.guestcpu's table, not by QEMU:
 
 - the host CPU vendor from /proc/cpuinfo (libvirt's names: "Intel", "AMD");
-- the vmx/svm a named CPU model carries from libvirt's CPU map files
-  (/usr/share/libvirt/cpu_map/x86_<model>.xml, the data behind
-  `virConnectBaselineCPU`, which the backend asks instead).
+- the host is taken to offer its vendor's extension: for an incoming
+  migration the guest's CPU was made on the source host, which this one cannot
+  see, and the guard would rather judge a VM than wave it through;
+- a named model's CPUID vendor (which TCG guests see) from libvirt's CPU map
+  files (/usr/share/libvirt/cpu_map/x86_<model>.xml).
 
 Only what `rules.vm_libvirt.exposes`/`hidden_reasons` read is filled in; the
 rest keeps the dataclass defaults. Standard library only (xml.etree).
@@ -19,13 +21,14 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nestvirt.backends.libvirt import QEMU_DEFAULT_MODEL, cpu_features_of
+from nestvirt.backends.libvirt import cpu_features_of
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.guestcpu import HOST_MODES, QEMU_DEFAULT_MODEL
 from nestvirt.model import Unknown
 
 CPU_MAP_DIR = Path("/usr/share/libvirt/cpu_map")
-HOST_MODES = frozenset({"host-passthrough", "host-model", "maximum"})
 LIBVIRT_VENDOR = {"intel": "Intel", "amd": "AMD", "hygon": "Hygon"}
+EXTENSION_OF = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 # Our own metadata element: `nested-guests="none"` asserts that no nested guests
@@ -62,17 +65,18 @@ def facts_from_xml(
     mode = None if cpu is None else cpu.get("mode", "custom")
     model = None if cpu is None else (cpu.findtext("model") or None)
     vendor = None if isinstance(host_vendor, Unknown) else LIBVIRT_VENDOR.get(host_vendor)
+    extension = EXTENSION_OF.get(vendor or "")
     return LibvirtVmFacts(
         name=root.findtext("name") or "",
         uri=uri,
         state=state,
         domain_type=root.get("type", ""),
         host_cpu_vendor=vendor,
-        host_virt_extensions=(),
+        host_virt_extensions=(extension,) if extension else (),
         cpu_mode=mode,
         cpu_model=model,
         cpu_features=cpu_features_of(root),
-        cpu_model_extensions=model_extensions(mode, model, cpu_map),
+        cpu_model_vendor=model_vendor(mode, model, cpu_map),
     )
 
 
@@ -84,35 +88,19 @@ def asserts_no_nested_guests(root: ET.Element) -> bool:
     return any(el.get("nested-guests") == "none" for el in metadata.iter(f"{{{GUARD_NS}}}guard"))
 
 
-def model_extensions(
-    mode: str | None, model: str | None, cpu_map: Path = CPU_MAP_DIR
-) -> tuple[str, ...] | Unknown:
-    """vmx/svm carried by the named model itself, by libvirt's CPU map (like the backend's)."""
+def model_vendor(mode: str | None, model: str | None, cpu_map: Path = CPU_MAP_DIR) -> str | None:
+    """The CPUID vendor libvirt's CPU map gives a named model (None: host modes, or unknown)."""
     if mode in HOST_MODES:
-        return ()
-    name = (model or QEMU_DEFAULT_MODEL).strip()
-    features = _model_features(name, cpu_map, set())
-    if features is None:
-        return Unknown(f"CPU model {name!r} not found in {cpu_map}")
-    return tuple(n for n in ("vmx", "svm") if n in features)
-
-
-def _model_features(name: str, cpu_map: Path, seen: set[str]) -> set[str] | None:
-    if name in seen or not _MODEL_NAME.match(name):
         return None
-    seen.add(name)
+    name = (model or QEMU_DEFAULT_MODEL).strip()
+    if not _MODEL_NAME.match(name):
+        return None
     try:
         root = ET.parse(cpu_map / f"x86_{name}.xml").getroot()
     except (OSError, ET.ParseError):
         return None
     for node in root.iter("model"):
-        if node.get("name") != name or not len(node):
-            continue
-        features = {f.get("name", "") for f in node.findall("feature")}
-        for parent in node.findall("model"):  # older maps: a model built on another
-            inherited = _model_features(parent.get("name", ""), cpu_map, seen)
-            if inherited is None:
-                return None
-            features |= inherited
-        return features
+        if node.get("name") == name:
+            vendor = node.find("vendor")
+            return None if vendor is None else vendor.get("name")
     return None

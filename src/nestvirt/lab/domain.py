@@ -15,7 +15,6 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
-from nestvirt.model import Unknown
 
 TCG_MODEL = "EPYC"  # TCG emulates AMD SVM (not Intel VMX): an AMD model
 MEMORY_MIB = 1024
@@ -122,7 +121,6 @@ def facts_of(xml: str, spec: LabSpec, uri: str) -> LibvirtVmFacts:
         cpu_mode=None if cpu is None else cpu.get("mode", "custom"),
         cpu_model=None if cpu is None else cpu.findtext("model"),
         cpu_features=features,
-        cpu_model_extensions=Unknown("the lab's model is judged by its explicit features"),
         memory_kib=_kib(root.find("memory")),
         current_memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")),
         balloon_model=None if balloon is None else balloon.get("model"),

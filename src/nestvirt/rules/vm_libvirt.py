@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from nestvirt.commands import nestvirt, virsh
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.guestcpu import HOST_MODES, OFF, ON, SVM_VENDORS, GuestCpu, table_answer
 from nestvirt.model import Severity, Unknown
 from nestvirt.rules import Hit, Platform, Target, rules_of
 
 GIB_KIB = 1024 * 1024
-ON = frozenset({"require", "force"})
-OFF = frozenset({"disable", "forbid"})
-HOST_MODES = frozenset({"host-passthrough", "host-model", "maximum"})
-EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm"}
-SVM_VENDORS = frozenset({"AMD", "Hygon"})  # the vendors kvm_amd accepts
+EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
 
 
 vm_rule = rules_of(Target.VM, Platform.LIBVIRT)
@@ -21,6 +19,22 @@ vm_rule = rules_of(Target.VM, Platform.LIBVIRT)
 
 def is_tcg(vm: LibvirtVmFacts) -> bool:
     return vm.domain_type == "qemu"
+
+
+def guest_cpu_of(vm: LibvirtVmFacts) -> GuestCpu:
+    """The oracle's answer the backend gathered, or the table's when facts were built by hand."""
+    if vm.guest_cpu is not None:
+        return vm.guest_cpu
+    return table_answer(
+        domain_type=vm.domain_type,
+        mode=vm.cpu_mode,
+        model=vm.cpu_model,
+        features=vm.cpu_features,
+        host_vendor=vm.host_cpu_vendor,
+        host_extensions=vm.host_virt_extensions,
+        model_vendor=vm.cpu_model_vendor,
+        why="QEMU not asked",
+    )
 
 
 def wanted_extension(vm: LibvirtVmFacts) -> str | None:
@@ -31,41 +45,56 @@ def wanted_extension(vm: LibvirtVmFacts) -> str | None:
 
 
 def exposes(vm: LibvirtVmFacts) -> bool:
-    """Whether the guest CPU of this definition will carry vmx/svm."""
+    """Whether the guest CPU of this definition will carry vmx/svm that its kernel can use."""
     return next(hidden_reasons(vm), None) is None
 
 
-def hidden_reasons(vm: LibvirtVmFacts) -> Iterator[str]:
+def fixable_here(vm: LibvirtVmFacts) -> bool:
+    """Whether `nestvirt enable` can expose the extension on this host (see plan_libvirt)."""
+    if vm.domain_type not in ("kvm", "qemu"):
+        return False
+    if is_tcg(vm):
+        return True
     ext = wanted_extension(vm)
+    return ext is not None and ext in vm.host_virt_extensions
+
+
+def hidden_reasons(vm: LibvirtVmFacts) -> Iterator[str]:
+    """Why the guest will not get a usable vmx/svm (nothing when it will)."""
+    cpu = guest_cpu_of(vm)
+    ext = wanted_extension(vm)
+    if cpu.refused:
+        yield f"libvirt will not start this CPU here: {cpu.refused}"
+        return
     if ext is None:
         yield f"host CPU vendor {vm.host_cpu_vendor or 'unknown'} has no known extension"
         return
+    if ext not in cpu.extensions:
+        yield _why_not(vm, ext)
+        return
+    if is_tcg(vm) and cpu.vendor is not None and cpu.vendor not in SVM_VENDORS:
+        model = vm.cpu_model or "QEMU's default"
+        yield (
+            f"CPU model {model} has vendor {cpu.vendor}: the guest sees svm, but kvm_amd in "
+            "the guest refuses non-AMD CPUs"
+        )
+
+
+def _why_not(vm: LibvirtVmFacts, ext: str) -> str:
     policy = vm.cpu_features.get(ext)
     if policy in OFF:
-        yield f"the CPU definition has <feature policy='{policy}' name='{ext}'/>"
-        return
-    vendor = vm.cpu_model_vendor
-    if is_tcg(vm) and isinstance(vendor, str) and vendor not in SVM_VENDORS:
-        model = vm.cpu_model or "QEMU's default"
-        yield f"CPU model {model} has vendor {vendor}: kvm_amd in the guest refuses non-AMD CPUs"
-        return
-    if policy in ON:
-        return
-    mode = vm.cpu_mode
-    if is_tcg(vm):
-        if mode == "maximum":
-            return  # QEMU's `max` CPU under TCG carries svm
-        if mode in ("host-passthrough", "host-model"):
-            yield f"{mode} under TCG does not guarantee svm; require it on a named model"
-            return
-    elif mode in HOST_MODES:
-        return
-    carried = vm.cpu_model_extensions
-    if isinstance(carried, Unknown):
-        yield f"the CPU model's features are unknown ({carried.reason}) and {ext} is not required"
-    elif ext not in carried:
-        model = vm.cpu_model or "QEMU's default (qemu64)"
-        yield f"CPU model {model} does not carry {ext} and the definition does not require it"
+        return f"the CPU definition has <feature policy='{policy}' name='{ext}'/>"
+    if not is_tcg(vm) and ext not in vm.host_virt_extensions:
+        return f"the host CPU offers no {ext} to KVM guests"
+    model = vm.cpu_model or "QEMU's default (qemu64)"
+    if not is_tcg(vm) and vm.cpu_mode not in HOST_MODES:
+        return (
+            f"CPU model {model} under KVM: QEMU turns {ext} off for named models unless the "
+            "definition requires it"
+        )
+    if is_tcg(vm) and vm.cpu_mode == "host-model":
+        return "host-model under TCG does not carry svm here; require it"
+    return f"CPU model {model} does not carry {ext} and the definition does not require it"
 
 
 @vm_rule("NV-V01", "virt-extensions-hidden", Severity.ERROR)
@@ -73,33 +102,92 @@ def virt_extensions_hidden(vm: LibvirtVmFacts) -> Iterator[Hit]:
     """The guest CPU will not show `vmx`/`svm`, so the VM cannot run a hypervisor.
 
     ## What it checks
-    The domain's `<cpu>`: `host-passthrough`/`host-model` pass the host's
-    extension (under KVM); a named model passes it only when the model carries
-    it (libvirt's CPU map) or a `<feature policy='require'|'force'>` asks for
-    it; `disable`/`forbid` hides it. Under TCG (`<domain type='qemu'>`) only
-    `svm` can be exposed: QEMU emulates AMD SVM but not Intel VMX.
+    What the guest CPU really gets, asked of QEMU itself on a local
+    connection: libvirt's `-cpu` argument for the definition
+    (`virsh domxml-to-native qemu-argv`) expanded by the domain's emulator
+    over QMP (`query-cpu-model-expansion`) and filtered by what the
+    accelerator supports. Remote connections use nestvirt's table of the same
+    rules, and the finding says so. Under KVM a named model (or none:
+    qemu64) shows the extension only when the definition requires it;
+    host-passthrough, host-model and maximum follow the host. Under TCG
+    (`<domain type='qemu'>`) only `svm` exists, carried by AMD-vendor models,
+    and the guest's kvm_amd needs an AMD (or Hygon) CPUID vendor.
 
     ## Why it matters
     Inside the VM, `kvm_intel`/`kvm_amd` will not load and Hyper-V, WSL2 or
     any other hypervisor refuses to start.
 
     ## Example
-    `<cpu mode='custom'><model>Skylake-Client</model></cpu>` on an Intel host,
-    or `<feature policy='disable' name='svm'/>`.
+    `<domain type='kvm'>` with `<cpu mode='custom'><model>EPYC</model></cpu>`:
+    libvirt's CPU map lists svm for EPYC, QEMU gives the guest none.
 
     ## Fix
-    `nestvirt enable VM`: host-passthrough (or host-model) for KVM domains,
-    `<feature policy='require' name='svm'/>` for TCG domains.
+    `nestvirt enable VM`: keeps a named model and requires the host's
+    extension, host-passthrough when there is no model; under TCG an AMD model
+    with `<feature policy='require' name='svm'/>`. When the host CPU offers
+    no extension to KVM guests, no domain change helps: the finding says so.
 
     ## Sources
-    libvirt "Domain XML format: CPU model and topology"; Linux
-    `running-nested-guests.rst`; QEMU `target/i386/cpu.c` (TCG features).
+    libvirt "Domain XML format: CPU model and topology"; QEMU QMP
+    `query-cpu-model-expansion`, `target/i386/kvm/kvm-cpu.c` (svm off for
+    named models), `target/i386/cpu.c` (TCG features); Linux
+    `running-nested-guests.rst`.
     """
+    cpu = guest_cpu_of(vm)
     for reason in hidden_reasons(vm):
         yield Hit(
-            f"{wanted_extension(vm) or 'vmx/svm'} hidden from the guest: {reason}",
-            f"nestvirt enable {vm.name}",
+            f"{wanted_extension(vm) or 'vmx/svm'} hidden from the guest: {reason} "
+            f"[{cpu.source_text}]",
+            _expose_fix(vm),
         )
+
+
+def _expose_fix(vm: LibvirtVmFacts) -> str:
+    if fixable_here(vm):
+        return nestvirt("enable", vm.name, uri=vm.uri)
+    if vm.domain_type not in ("kvm", "qemu"):
+        return f"none from nestvirt: it changes kvm and qemu domains, not {vm.domain_type!r}"
+    return (
+        "none from the domain on this host: its CPU offers no VT-x/AMD-V to KVM guests; "
+        "use a host that does, or a qemu (TCG) domain"
+    )
+
+
+@vm_rule("NV-V11", "tcg-ignores-vmx", Severity.WARNING)
+def tcg_ignores_vmx(vm: LibvirtVmFacts) -> Iterator[Hit]:
+    """A TCG domain requires `vmx`, which QEMU's TCG cannot emulate.
+
+    ## What it checks
+    `<domain type='qemu'>` whose CPU has `<feature policy='require'|'force'
+    name='vmx'/>`.
+
+    ## Why it matters
+    QEMU drops the feature when the domain starts ("TCG doesn't support
+    requested feature: CPUID.01H:ECX.vmx"): the guest never sees vmx. If the
+    model carries svm the guest still gets svm, and nests with kvm_amd.
+
+    ## Example
+    A definition copied from an Intel KVM host and switched to `type='qemu'`.
+
+    ## Fix
+    `nestvirt enable VM` turns the require of vmx into a require of svm on an
+    AMD model.
+
+    ## Sources
+    QEMU `target/i386/cpu.c` (TCG_EXT_FEATURES has no VMX).
+    """
+    if not is_tcg(vm) or vm.cpu_features.get("vmx") not in ON:
+        return
+    cpu = guest_cpu_of(vm)
+    still = (
+        "; the guest still gets svm from this model"
+        if "svm" in cpu.extensions
+        else "; the guest gets no svm either"
+    )
+    yield Hit(
+        f"TCG cannot emulate vmx and ignores the require of it{still} [{cpu.source_text}]",
+        nestvirt("enable", vm.name, uri=vm.uri),
+    )
 
 
 @vm_rule("NV-V02", "dynamic-memory", Severity.WARNING)
@@ -128,17 +216,17 @@ def dynamic_memory(vm: LibvirtVmFacts) -> Iterator[Hit]:
         yield Hit(
             f"currentMemory {vm.current_memory_kib // 1024} MiB is below memory "
             f"{vm.memory_kib // 1024} MiB: the balloon resizes it at run time",
-            f"nestvirt enable {vm.name}",
+            nestvirt("enable", vm.name, uri=vm.uri),
         )
     if vm.max_memory_kib is not None:
         yield Hit(
             f"maxMemory {vm.max_memory_kib // 1024} MiB allows memory hotplug",
-            f"nestvirt enable {vm.name} --remove-hotplug",
+            nestvirt("enable", vm.name, "--remove-hotplug", uri=vm.uri),
         )
     if vm.virtio_mem_devices:
         yield Hit(
             f"{vm.virtio_mem_devices} virtio-mem device(s) resize memory at run time",
-            f"nestvirt enable {vm.name} --remove-hotplug",
+            nestvirt("enable", vm.name, "--remove-hotplug", uri=vm.uri),
         )
 
 
@@ -165,7 +253,7 @@ def memory_below_4gib(vm: LibvirtVmFacts) -> Iterator[Hit]:
     if vm.memory_kib < 4 * GIB_KIB:
         yield Hit(
             f"memory is {vm.memory_kib / GIB_KIB:.2g} GiB, below 4 GiB",
-            f"nestvirt enable {vm.name} --memory 4GiB",
+            nestvirt("enable", vm.name, "--memory", "4GiB", uri=vm.uri),
         )
 
 
@@ -200,7 +288,7 @@ def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
             yield Hit(
                 f"interface {name}: filter {iface.filter}{through} drops frames from foreign MACs; "
                 "nested guests get no network (or use NAT inside the VM)",
-                f"nestvirt enable {vm.name} --mac-spoofing",
+                nestvirt("enable", vm.name, "--mac-spoofing", uri=vm.uri),
             )
         elif isinstance(iface.blocks_foreign_mac, Unknown):
             yield Hit(
@@ -225,8 +313,9 @@ def saved_state(vm: LibvirtVmFacts) -> Iterator[Hit]:
     `virsh managedsave VM` before a host reboot.
 
     ## Fix
-    `nestvirt enable VM` discards it after asking, or start the VM and shut it
-    down cleanly first.
+    Start the VM and shut it down cleanly, or discard the image with
+    `virsh managedsave-remove VM` (its memory state is lost). `nestvirt enable
+    VM` discards it too, after asking, when it changes the definition.
 
     ## Sources
     Enable-NestedVm.ps1 (Remove-VMSavedState); libvirt managed save.
@@ -234,7 +323,7 @@ def saved_state(vm: LibvirtVmFacts) -> Iterator[Hit]:
     if vm.has_managed_save is True:
         yield Hit(
             "a managed-save image exists: the VM would resume with its old CPU",
-            f"nestvirt enable {vm.name}  # discards it after asking",
+            virsh("managedsave-remove", vm.name, uri=vm.uri) + "  # or start it and shut it down",
         )
 
 
@@ -262,7 +351,7 @@ def checkpoints_present(vm: LibvirtVmFacts) -> Iterator[Hit]:
         yield Hit(
             f"{vm.snapshot_count} snapshot(s): reverting one can undo nesting or break nested "
             "guests",
-            f"virsh snapshot-list {vm.name}",
+            virsh("snapshot-list", vm.name, uri=vm.uri),
         )
 
 
@@ -321,7 +410,7 @@ def cpu_vendor_mismatch(vm: LibvirtVmFacts) -> Iterator[Hit]:
     if vm.cpu_features.get(other) in ON:
         yield Hit(
             f"requires {other} on a {vm.host_cpu_vendor} host, which only has {own}",
-            f"nestvirt enable {vm.name}",
+            _expose_fix(vm),
         )
 
 

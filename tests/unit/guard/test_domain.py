@@ -1,4 +1,4 @@
-"""Domain XML → LibvirtVmFacts without a connection; CPU models from libvirt's CPU map files."""
+"""Domain XML → LibvirtVmFacts without a connection; model vendors from libvirt's CPU map."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from nestvirt.guard.domain import (
     DomainXmlError,
     asserts_no_nested_guests,
     facts_from_xml,
-    model_extensions,
+    model_vendor,
     parse_domain,
 )
 from nestvirt.model import Unknown
@@ -40,13 +40,13 @@ def test_required_feature_exposes_without_the_map(tmp_path: Path) -> None:
         cpu_map=tmp_path,
     )
     assert vm.name == "a" and vm.domain_type == "qemu" and vm.cpu_features == {"svm": "require"}
-    assert isinstance(vm.cpu_model_extensions, Unknown)
+    assert vm.cpu_model_vendor is None
     assert exposes(vm)
 
 
 def test_host_modes_and_vendor() -> None:
     vm = facts("<domain type='kvm'><name>k</name><cpu mode='host-passthrough'/></domain>", "intel")
-    assert vm.host_cpu_vendor == "Intel" and vm.cpu_model_extensions == () and exposes(vm)
+    assert vm.host_cpu_vendor == "Intel" and vm.host_virt_extensions == ("vmx",) and exposes(vm)
     unknown = facts_from_xml(
         parse_domain("<domain type='kvm'><name>k</name><cpu mode='host-model'/></domain>"),
         host_vendor=Unknown("no cpuinfo"),
@@ -55,30 +55,35 @@ def test_host_modes_and_vendor() -> None:
 
 
 @REAL_MAP
-def test_models_from_libvirts_cpu_map() -> None:
-    assert model_extensions("custom", "EPYC") == ("svm",)
-    assert model_extensions("custom", "Skylake-Client") == ()
-    assert model_extensions(None, None) == ("svm",)  # QEMU's default qemu64 carries svm
-    assert isinstance(model_extensions("custom", "../../etc/passwd"), Unknown)
-    assert isinstance(model_extensions("custom", "NoSuchModel"), Unknown)
+def test_model_vendors_from_libvirts_cpu_map() -> None:
+    assert model_vendor("custom", "EPYC") == "AMD"
+    assert model_vendor("custom", "Skylake-Client") == "Intel"
+    assert model_vendor("host-model", None) is None
+    assert model_vendor("custom", "../../etc/passwd") is None
+    assert model_vendor("custom", "NoSuchModel") is None
     no_cpu = facts("<domain type='qemu'><name>t</name></domain>")
-    assert exposes(no_cpu)  # a TCG domain without <cpu> gets qemu64, which has svm
-    named = facts("<domain type='kvm'><name>e</name><cpu><model>EPYC</model></cpu></domain>")
-    assert exposes(named)
+    assert exposes(no_cpu)  # TCG: QEMU's default qemu64 (AMD vendor) carries svm
 
 
-def test_older_maps_with_a_parent_model(tmp_path: Path) -> None:
-    (tmp_path / "x86_Base.xml").write_text(
-        "<cpus><model name='Base'><feature name='vmx'/></model></cpus>"
+def test_kvm_named_models_need_a_require() -> None:
+    # libvirt's CPU map lists svm for EPYC and qemu64; under KVM QEMU turns it off (issue 10)
+    for cpu in ("", "<cpu><model>EPYC</model></cpu>", "<cpu><model>qemu64</model></cpu>"):
+        vm = facts(f"<domain type='kvm'><name>e</name>{cpu}</domain>")
+        assert not exposes(vm), cpu
+    required = facts(
+        "<domain type='kvm'><name>e</name><cpu><model>EPYC</model>"
+        "<feature policy='require' name='svm'/></cpu></domain>"
     )
-    (tmp_path / "x86_Child.xml").write_text(
-        "<cpus><model name='Child'><model name='Base'/><feature name='sse4.2'/></model></cpus>"
+    assert exposes(required)
+
+
+def test_tcg_intel_model_without_require(tmp_path: Path) -> None:
+    (tmp_path / "x86_Mine.xml").write_text(
+        "<cpus><model name='Mine'><vendor name='Intel'/><feature name='svm'/></model></cpus>"
     )
-    (tmp_path / "x86_Loop.xml").write_text(
-        "<cpus><model name='Loop'><model name='Loop'/></model></cpus>"
-    )
-    assert model_extensions("custom", "Child", tmp_path) == ("vmx",)
-    assert isinstance(model_extensions("custom", "Loop", tmp_path), Unknown)
+    vm = facts("<domain type='qemu'><name>m</name><cpu><model>Mine</model></cpu></domain>",
+               cpu_map=tmp_path)  # fmt: skip
+    assert vm.cpu_model_vendor == "Intel" and not exposes(vm)
 
 
 def test_metadata_assertion() -> None:

@@ -47,7 +47,7 @@ def test_linux_and_libvirt_rule_sets_are_complete() -> None:
     linux = {r.code for r in rules.rules_for(Target.HOST, Platform.LINUX)}
     libvirt = {r.code for r in rules.rules_for(Target.VM, Platform.LIBVIRT)}
     assert linux == {f"NV-H0{i}" for i in range(1, 10)} | {"NV-H10"}
-    assert libvirt == {f"NV-V0{i}" for i in (1, 2, 3, 4, 5, 6, 7, 9)} | {"NV-V10"}
+    assert libvirt == {f"NV-V0{i}" for i in (1, 2, 3, 4, 5, 6, 7, 9)} | {"NV-V10", "NV-V11"}
 
 
 def test_lookup_by_code_name_and_short_code() -> None:

@@ -21,23 +21,31 @@ def test_ready_domain_has_no_findings() -> None:
     assert codes(domain()) == {}
 
 
+AMD_HOST = {"host_cpu_vendor": "AMD", "host_virt_extensions": ("svm",)}
+
+
 @pytest.mark.parametrize(
     ("overrides", "exposed"),
     [
         ({"cpu_mode": "host-passthrough"}, True),
         ({"cpu_mode": "host-model"}, True),
+        ({"cpu_mode": "maximum"}, True),
         ({"cpu_mode": "custom", "cpu_model": "Skylake-Client"}, False),
         ({"cpu_mode": "custom", "cpu_model": "Skylake-Client", "cpu_features": {"vmx": "require"}}, True),
         ({"cpu_mode": "custom", "cpu_model": "Skylake-Client", "cpu_features": {"vmx": "force"}}, True),
         ({"cpu_mode": "host-passthrough", "cpu_features": {"vmx": "disable"}}, False),
         ({"cpu_mode": "host-model", "cpu_features": {"vmx": "forbid"}}, False),
-        ({"cpu_mode": None, "cpu_model_extensions": ("svm",)}, False),  # qemu64 has svm only
-        # AMD host: EPYC carries svm by libvirt's CPU map
-        ({"host_cpu_vendor": "AMD", "cpu_mode": "custom", "cpu_model": "EPYC",
-          "cpu_model_extensions": ("svm",)}, True),
-        ({"host_cpu_vendor": "AMD", "cpu_mode": "custom", "cpu_model": "EPYC",
-          "cpu_model_extensions": ("svm",), "cpu_features": {"svm": "disable"}}, False),
-        ({"cpu_mode": "custom", "cpu_model": "x", "cpu_model_extensions": Unknown("no map")}, False),
+        ({"cpu_mode": None}, False),  # qemu64: libvirt's map says svm, QEMU under KVM: none
+        # AMD host: libvirt's map lists svm for EPYC; under KVM QEMU turns it off unless required
+        ({**AMD_HOST, "cpu_mode": "custom", "cpu_model": "EPYC"}, False),
+        ({**AMD_HOST, "cpu_mode": "custom", "cpu_model": "EPYC", "cpu_features": {"svm": "require"}}, True),
+        ({**AMD_HOST, "cpu_mode": "custom", "cpu_model": "EPYC", "cpu_features": {"svm": "disable"}}, False),
+        ({**AMD_HOST, "cpu_mode": "custom", "cpu_model": "qemu64", "cpu_features": {"vmx": "forbid"}}, False),
+        # a host whose CPU offers nothing: a require does not help
+        ({"host_virt_extensions": (), "cpu_mode": "custom", "cpu_model": "Skylake-Client",
+          "cpu_features": {"vmx": "require"}}, False),
+        ({"host_virt_extensions": (), "cpu_mode": "host-passthrough"}, False),
+        ({"cpu_mode": "custom", "cpu_model": "x"}, False),
     ],
 )  # fmt: skip
 def test_nv_v01_kvm_domains(overrides: dict[str, object], exposed: bool) -> None:
@@ -49,23 +57,49 @@ def test_nv_v01_kvm_domains(overrides: dict[str, object], exposed: bool) -> None
 @pytest.mark.parametrize(
     ("overrides", "exposed"),
     [
-        # TCG emulates SVM whatever the host vendor; never VMX.
+        # TCG emulates SVM whatever the host vendor, with AMD-vendor models; never VMX.
         ({"cpu_mode": "custom", "cpu_model": "EPYC", "cpu_features": {"svm": "require"}}, True),
-        ({"cpu_mode": "custom", "cpu_model": "qemu64", "cpu_model_extensions": ("svm",)}, True),
-        ({"cpu_mode": None, "cpu_model_extensions": ("svm",)}, True),  # QEMU's default qemu64
-        ({"cpu_mode": "custom", "cpu_model": "kvm64", "cpu_model_extensions": ()}, False),
+        ({"cpu_mode": "custom", "cpu_model": "EPYC"}, True),
+        ({"cpu_mode": "custom", "cpu_model": "Opteron_G3"}, True),
+        ({"cpu_mode": "custom", "cpu_model": "qemu64"}, True),
+        ({"cpu_mode": None}, True),  # QEMU's default qemu64
+        ({"cpu_mode": "custom", "cpu_model": "kvm64"}, False),  # Intel vendor
         ({"cpu_mode": "custom", "cpu_model": "Skylake-Client", "cpu_features": {"vmx": "require"}}, False),
         ({"cpu_mode": "host-passthrough"}, False),
         ({"cpu_mode": "host-model"}, False),
         ({"cpu_mode": "maximum"}, True),
-        ({"cpu_mode": "custom", "cpu_model": "EPYC", "cpu_model_extensions": ("svm",),
-          "cpu_features": {"svm": "disable"}}, False),
+        ({"cpu_mode": "custom", "cpu_model": "EPYC", "cpu_features": {"svm": "disable"}}, False),
     ],
 )  # fmt: skip
 def test_nv_v01_tcg_domains(overrides: dict[str, object], exposed: bool) -> None:
     vm = domain(domain_type="qemu", **overrides)
     assert exposes(vm) is exposed
     assert ("NV-V01" in codes(vm)) is not exposed
+
+
+def test_nv_v01_fix_only_where_enable_can_fix() -> None:
+    def v01(vm: object) -> object:
+        return next(f for f in rules.run(Target.VM, Platform.LIBVIRT, vm) if f.code == "NV-V01")
+
+    fixable = v01(domain(cpu_mode="custom", cpu_model="Skylake-Client", name="a b"))
+    assert fixable.fix == "nestvirt enable 'a b'"
+    remote = v01(domain(cpu_mode=None, name="-x", uri="qemu+ssh://h/system"))
+    assert remote.fix == "nestvirt enable -c qemu+ssh://h/system -- -x"
+    bare = v01(domain(cpu_mode=None, host_virt_extensions=()))
+    assert bare.fix is not None and not bare.fix.startswith("nestvirt")
+    assert "table" in bare.message  # facts built by hand: the table answered, and says so
+
+
+def test_nv_v11_tcg_ignores_vmx() -> None:
+    vmx = {"domain_type": "qemu", "cpu_mode": "custom", "cpu_features": {"vmx": "require"}}
+    found = {f.code: f for f in rules.run(Target.VM, Platform.LIBVIRT,
+                                          domain(**vmx, cpu_model="EPYC"))}  # fmt: skip
+    assert found["NV-V11"].severity is Severity.WARNING
+    assert "still gets svm" in found["NV-V11"].message and "NV-V01" not in found
+    penryn = codes(domain(**vmx, cpu_model="Penryn"))
+    assert "NV-V11" in penryn and "NV-V01" in penryn
+    assert "NV-V11" not in codes(domain(cpu_mode="custom", cpu_model="Skylake-Client",
+                                        cpu_features={"vmx": "require"}))  # fmt: skip
 
 
 def test_nv_v01_message_names_the_extension_and_reason() -> None:
@@ -128,7 +162,7 @@ def test_nv_v10_balloon() -> None:
 
 
 @pytest.mark.parametrize(
-    ("vendor", "exposed"), [("AMD", True), ("Hygon", True), ("Intel", False), (Unknown("?"), True)]
+    ("vendor", "exposed"), [("AMD", True), ("Hygon", True), ("Intel", False), (None, True)]
 )
 def test_nv_v01_tcg_needs_an_amd_model_vendor(vendor: object, exposed: bool) -> None:
     vm = domain(domain_type="qemu", cpu_mode="custom", cpu_model="Penryn",
