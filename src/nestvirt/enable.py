@@ -1,8 +1,16 @@
 """The generic write flow of `enable`, `disable` and `undo`, and its libvirt subject.
 
-    validate → lock → read → plan → show (plan + diff) → confirm → re-check →
-    [stop] → journal (pending) → write once → re-read, re-run the rules →
-    (restore on failure) → journal (done) → [start]
+    validate → lock → settle the journal → read → plan → show (plan + diff) →
+    confirm → re-check → [stop] → journal (pending: before + planned after) →
+    write once → re-read, re-run the rules → (restore on failure) →
+    journal (done) → [start]
+
+Settling the journal (nestvirt.journal.reconcile): an entry a crashed or killed
+run left pending is judged by the live definition — applied, not applied, or
+changed by someone else — and the command says which. Any failure once the
+write may have happened (an error, a cut connection, Ctrl-C, a full disk) is
+recorded as what the live definition shows, never guessed: if the subject was
+changed the error says so and how to undo it.
 
 The flow knows nothing about libvirt: it drives a `Subject`, a small protocol
 any backend can implement. LibvirtSubject below is the libvirt one; a Hyper-V
@@ -16,14 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nestvirt import lock
-from nestvirt.errors import CannotFix, NestvirtError, NotFound, UsageError
-from nestvirt.journal import DONE, ROLLED_BACK, Entry, Journal
+from nestvirt.errors import Busy, CannotFix, Interrupted, NestvirtError, NotFound, UsageError
+from nestvirt.journal import DIVERGED, DONE, FAILED, PENDING, ROLLED_BACK, Entry, Journal
 from nestvirt.model import Finding, Plan, Severity, plan_document
+from nestvirt.statedir import StateError
 
 if TYPE_CHECKING:
     from nestvirt.plan_libvirt import PlanOptions
@@ -89,6 +99,8 @@ class Outcome:
     applied: bool = False
     journal_seq: int | None = None
     messages: list[str] = field(default_factory=list)
+    discarded: str = ""  # undo --dry-run of a changed VM: what --force would discard (a diff)
+    refused: str = ""  # ... and why undo without --force refuses
 
     @property
     def changed(self) -> bool:
@@ -113,33 +125,128 @@ def run(
     journal: Journal | None = None,
 ) -> Outcome:
     """Plan `action` on `subject`; show it; on confirmation apply it atomically."""
+    book = _journal(subject, journal)
     if options.dry_run:
-        return _plan_and_show(subject, action, options, show, journal)
+        settle_if_free(subject, book, progress)
+        return _plan_and_show(subject, action, options, show, book)
     uri, ident = subject.key
     with lock.vm_lock(uri, ident, subject.name):
-        return _plan_and_apply(subject, action, options, show, confirm, progress, journal)
+        settle(subject, book, progress)
+        return _plan_and_apply(subject, action, options, show, confirm, progress, book)
 
 
 def _journal(subject: Subject, journal: Journal | None) -> Journal:
     return journal or Journal(*subject.key)
 
 
+def same_definition(a: str, b: str) -> bool:
+    """The same definition: equal text, or equal XML once whitespace between elements goes."""
+    if a == b:
+        return True
+    from lxml import etree
+
+    try:
+        parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
+        one = etree.fromstring(a.encode(), parser)
+        two = etree.fromstring(b.encode(), parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return False
+    return bool(etree.tostring(one, method="c14n") == etree.tostring(two, method="c14n"))
+
+
+def live_definition(subject: Subject) -> str:
+    """The subject's definition now (reconnecting if the subject knows how)."""
+    reread = getattr(subject, "live_definition", None)
+    if reread is not None:
+        return str(reread())
+    return subject.read().definition
+
+
+def undo_command(subject: Subject) -> str:
+    command = getattr(subject, "undo_command", None)
+    if command is not None:
+        return str(command())
+    return f"nestvirt undo {shlex.quote(subject.name)}"
+
+
+def settle(subject: Subject, book: Journal, progress: Callable[[str], None]) -> None:
+    """Holding the lock: adopt old journals, clean temp files, reconcile pending entries.
+
+    Each finding is said on `progress` (stderr): skipped corrupt files, and for a
+    pending entry whether its change was applied, not applied, or is neither.
+    """
+    legacy = getattr(subject, "legacy_keys", None)
+    if legacy is not None:
+        book.adopt(legacy())
+    book.clean_temp_files()
+    entries = book.entries()
+    for skipped in book.skipped:
+        progress(str(skipped))
+    if any(e.status == PENDING for e in entries):
+        for found in book.reconcile(live_definition(subject), same_definition):
+            progress(f"{subject.name}: {found}")
+
+
+def settle_if_free(subject: Subject, book: Journal, progress: Callable[[str], None]) -> None:
+    """settle() for read-only commands: only when no other nestvirt holds the lock and the
+    state directory is writable; otherwise report unreadable entries and leave the rest."""
+    uri, ident = subject.key
+    try:
+        with lock.vm_lock(uri, ident, subject.name):
+            settle(subject, book, progress)
+            return
+    except (Busy, StateError):
+        pass
+    book.entries()
+    for skipped in book.skipped:
+        progress(str(skipped))
+
+
+def _undo_problem(subject: Subject, entry: Entry, live: str) -> str | None:
+    """Why undoing `entry` would discard something nestvirt did not write; None if not."""
+    what = f"nestvirt's change #{entry.seq} ({entry.action}, {entry.time})"
+    hint = f"undo would discard that: add --force (`{undo_command(subject)} --dry-run` shows what)"
+    if entry.status == DIVERGED:
+        return (
+            f"{subject.name!r} is not what {what} left: it was changed by someone else as "
+            f"well; {hint}"
+        )
+    if entry.status == PENDING:
+        return f"{what} is still pending (another nestvirt may be applying it); {hint}"
+    if entry.after is None or not same_definition(entry.after, live):
+        return f"{subject.name!r} was changed after {what}; {hint}"
+    return None
+
+
+def _relabel(diff: str, old: str, new: str) -> str:
+    lines = diff.splitlines(keepends=True)
+    if len(lines) >= 2 and lines[0].startswith("--- ") and lines[1].startswith("+++ "):
+        lines[0], lines[1] = f"--- {old}\n", f"+++ {new}\n"
+    return "".join(lines)
+
+
 def _plan(
-    subject: Subject, action: str, options: FlowOptions, journal: Journal | None
+    subject: Subject, action: str, options: FlowOptions, book: Journal
 ) -> tuple[Snapshot, Outcome, Entry | None]:
     snap = subject.read()
     entry = None
+    refused = discarded = ""
     if action == UNDO:
-        entry = _journal(subject, journal).last_undoable()
+        entry = book.last_undoable()
         if entry is None:
             raise NotFound(f"nothing to undo: nestvirt has not changed {subject.name!r} here")
-        if entry.after is not None and entry.after != snap.definition and not options.force:
-            raise UsageError(
-                f"{subject.name!r} was changed after nestvirt's change #{entry.seq} "
-                f"({entry.action}, {entry.time}); undo would discard that too: add --force"
+        problem = _undo_problem(subject, entry, snap.definition)
+        if problem is not None and not options.force:
+            if not options.dry_run:
+                raise UsageError(problem)
+            refused = problem
+            discarded = _relabel(
+                subject.diff(entry.after or entry.before, snap.definition),
+                f"as nestvirt's change #{entry.seq} left it",
+                "now",
             )
     plan = subject.plan(snap, action, entry)
-    outcome = Outcome(subject.name, action, plan)
+    outcome = Outcome(subject.name, action, plan, refused=refused, discarded=discarded)
     if not plan.empty:
         outcome.diff = subject.diff(snap.definition, subject.render(snap, plan))
     return snap, outcome, entry
@@ -163,9 +270,9 @@ def _plan_and_show(
     action: str,
     options: FlowOptions,
     show: Show,
-    journal: Journal | None,
+    book: Journal,
 ) -> Outcome:
-    snap, outcome, _entry = _plan(subject, action, options, journal)
+    snap, outcome, _entry = _plan(subject, action, options, book)
     show(outcome)
     _refusals(subject, snap, outcome, options)
     return outcome
@@ -178,9 +285,9 @@ def _plan_and_apply(
     show: Show,
     confirm: Confirm,
     progress: Callable[[str], None],
-    journal: Journal | None,
+    book: Journal,
 ) -> Outcome:
-    snap, outcome, undone = _plan(subject, action, options, journal)
+    snap, outcome, undone = _plan(subject, action, options, book)
     show(outcome)
     _refusals(subject, snap, outcome, options)
     plan = outcome.plan
@@ -195,36 +302,38 @@ def _plan_and_apply(
             f"the definition of {subject.name} changed while nestvirt was asking; nothing "
             "changed: run the command again"
         )
-    book = _journal(subject, journal)
     stopped = False
     if snap.running and any(c.needs_stop for c in plan.changes):
         progress(f"shutting down {subject.name}")
         subject.stop(options.stop_timeout, progress)
         stopped = True
     try:
+        # write-ahead: the previous and the planned definition, before anything changes
         entry = book.begin(
             action,
             subject.name,
             snap.definition,
+            after=new,
             changes=tuple(c.action for c in plan.changes),
             codes=tuple(sorted({code for c in plan.changes for code in c.codes})),
             undoes=undone.seq if undone is not None else None,
         )
         outcome.journal_seq = entry.seq
+        problem: str | None = None
         try:
             stored = subject.write(plan, new)
-        except BaseException:
-            book.finish(entry, None, status="failed")
-            raise
-        problem = subject.verify(plan, action)
+            problem = subject.verify(plan, action)
+            if problem is not None:
+                subject.restore(snap.definition)
+        except BaseException as exc:
+            raise _after_failure(subject, book, entry, snap.definition, exc) from exc
         if problem is not None:
-            subject.restore(snap.definition)
-            book.finish(entry, stored, status=ROLLED_BACK)
+            _record(subject, book, entry, stored, ROLLED_BACK, changed=False)
             raise CannotFix(
                 f"{subject.name}: {problem}; the previous definition is restored "
                 f"(journal entry #{entry.seq})"
             )
-        book.finish(entry, stored, status=DONE)
+        _record(subject, book, entry, stored, DONE, changed=True)
         outcome.applied = True
     finally:
         if stopped:
@@ -233,8 +342,103 @@ def _plan_and_apply(
     return outcome
 
 
-def history(subject_key: tuple[str, str], *, journal: Journal | None = None) -> list[Entry]:
-    return (journal or Journal(*subject_key)).entries()
+def _record(
+    subject: Subject, book: Journal, entry: Entry, after: str | None, status: str, *, changed: bool
+) -> None:
+    """Finish `entry`; if the journal cannot be written, say what state the subject is in."""
+    try:
+        book.finish(entry, after, status)
+    except StateError as exc:
+        state = (
+            f"{subject.name} was changed; `{undo_command(subject)}` puts the previous "
+            "definition back once the journal can be written"
+            if changed
+            else f"{subject.name} is as it was before"
+        )
+        raise NestvirtError(
+            f"{exc}: journal entry #{entry.seq} stays pending and the next nestvirt command "
+            f"on {subject.name} settles it; {state}"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    message = getattr(exc, "get_error_message", None)
+    if callable(message):  # a libvirtError: its own one line
+        with contextlib.suppress(Exception):
+            return f"libvirt: {message() or exc}"
+    return str(exc) or type(exc).__name__
+
+
+def _one_line(exc: BaseException) -> bool:
+    """Errors with a one-line story for the user (not bugs in nestvirt)."""
+    return isinstance(exc, NestvirtError | OSError | KeyboardInterrupt) or (
+        type(exc).__name__ == "libvirtError"
+    )
+
+
+def _after_failure(
+    subject: Subject, book: Journal, entry: Entry, before: str, exc: BaseException
+) -> BaseException:
+    """The write (or what follows it) failed with `exc`: record what the subject now is.
+
+    Returns the exception to raise: the original one when nothing changed (its
+    message stays), else one line saying the subject was changed and how to undo.
+    """
+    name, seq, reason = subject.name, entry.seq, _reason(exc)
+    try:
+        live: str | None = live_definition(subject)
+    except Exception:
+        live = None
+    if live is None:
+        message = (
+            f"{reason}; nestvirt cannot read {name} now to tell whether it was changed: "
+            f"journal entry #{seq} stays pending and the next nestvirt command on {name} "
+            "checks it and says which"
+        )
+        if isinstance(exc, KeyboardInterrupt):
+            return Interrupted(message)
+        return NestvirtError(message) if _one_line(exc) else exc
+    changed = live != before
+    try:
+        book.finish(
+            entry,
+            live if changed else None,
+            DONE if changed else FAILED,
+            note=f"recorded after a failure: {reason}",
+        )
+        kept = ""
+    except StateError as again:
+        kept = (
+            f"; the journal cannot record it ({again}): entry #{seq} stays pending and the "
+            "next command settles it"
+        )
+    if not changed:
+        if isinstance(exc, KeyboardInterrupt):
+            return Interrupted(f"interrupted; {name} was not changed (journal entry #{seq}){kept}")
+        if kept and isinstance(exc, NestvirtError):
+            return NestvirtError(f"{exc}; nothing changed{kept}")
+        return exc
+    message = (
+        f"{name} was changed (journal entry #{seq}), but then: {reason}{kept}; "
+        f"`{undo_command(subject)}` puts the previous definition back"
+    )
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(message)
+    return NestvirtError(message) if _one_line(exc) else exc
+
+
+def history(
+    subject: Subject,
+    *,
+    journal: Journal | None = None,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> list[Entry]:
+    """The subject's journal, settled first when no other nestvirt is changing it."""
+    book = _journal(subject, journal)
+    settle_if_free(subject, book, progress)
+    return book.entries()
 
 
 # ----------------------------------------------------------------- libvirt
@@ -243,16 +447,57 @@ def history(subject_key: tuple[str, str], *, journal: Journal | None = None) -> 
 class LibvirtSubject:
     """A libvirt domain as a Subject. Opens the connection and finds the domain at once."""
 
-    def __init__(self, uri: str | None, name: str, options: PlanOptions | None = None) -> None:
+    def __init__(
+        self,
+        uri: str | None,
+        name: str,
+        options: PlanOptions | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         from nestvirt.backends import libvirt as backend
+        from nestvirt.backends import libvirt_session as session
         from nestvirt.plan_libvirt import PlanOptions
 
         self.options = options or PlanOptions()
-        self.conn = backend.open_connection(uri)
-        self.dom = backend.lookup_domain(self.conn, name)
-        self.name = self.dom.name()
-        self.uri = str(self.conn.getURI())
-        self.key = (self.uri, str(self.dom.UUIDString()))
+        self.spelled = uri  # as the user wrote it (None: the default): for printed commands
+        self.timeout = session.DEFAULT_TIMEOUT if timeout is None else timeout
+        self.conn = session.open_connection(uri, timeout=self.timeout)
+        try:
+            self.dom = backend.lookup_domain(self.conn, name)
+            self.name = self.dom.name()
+            self.uri = str(self.conn.getURI())
+            # one lock and one journal per daemon + domain, whatever the URI's spelling
+            self.identity = session.daemon_identity(self.conn)
+            self.key = (self.identity, str(self.dom.UUIDString()))
+        except BaseException:
+            self.close()
+            raise
+
+    def legacy_keys(self) -> list[str]:
+        """The URI texts older nestvirt keyed this domain's journal by."""
+        from nestvirt.backends import libvirt_session as session
+
+        return session.legacy_uris(self.conn)
+
+    def undo_command(self) -> str:
+        from nestvirt.backends import libvirt_session as session
+
+        return session.undo_command(self.name, self.spelled)
+
+    def live_definition(self) -> str:
+        """The inactive XML now; over a new connection if this one was lost."""
+        from nestvirt.backends import libvirt as backend
+        from nestvirt.backends import libvirt_session as session
+
+        try:
+            return backend.inactive_xml(self.dom)
+        except Exception:
+            conn = session.open_connection(self.spelled, timeout=self.timeout)
+            self.close()
+            self.conn = conn
+            self.dom = conn.lookupByUUIDString(self.key[1])
+            return backend.inactive_xml(self.dom)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a connection that already failed

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     NOT_READY = 1
     USAGE = 2
     INTERNAL = 3
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class NestvirtError(Exception):
@@ -40,6 +41,12 @@ class PermissionRequired(NestvirtError):
 
 class Busy(NestvirtError):
     """Another nestvirt holds the lock on the same VM or host."""
+
+
+class Interrupted(NestvirtError):
+    """Ctrl-C during a change; the text says what state it left (one line, exit 130)."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class CannotFix(NestvirtError):

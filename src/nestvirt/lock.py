@@ -1,12 +1,14 @@
 """One writer per VM (or per host): an flock on a file in the state directory.
 
-The lock is keyed by connection URI + VM UUID, so the same VM reached twice
-through the same URI shares one lock, and a VM renamed meanwhile still does.
+The lock is keyed by the daemon's identity (not the URI as spelled: see
+nestvirt.backends.libvirt_session) + VM UUID, so the same VM reached through any
+spelling of the URI shares one lock, and a VM renamed meanwhile still does.
 The kernel drops the lock when the process dies: no stale lock files to clean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -21,7 +23,7 @@ from nestvirt.errors import Busy
 def lock_path(kind: str, *parts: str) -> Path:
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
     directory = statedir.state_dir() / "locks"
-    directory.mkdir(mode=0o700, exist_ok=True)
+    statedir.make_dirs(directory, "the lock")
     return directory / f"{kind}-{digest}.lock"
 
 
@@ -32,7 +34,12 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]
     `wait` > 0 retries for that many seconds before giving up.
     """
     path = lock_path(kind, *parts)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise statedir.StateError(
+            f"cannot take the lock {path}: {exc.strerror or exc}; nothing changed"
+        ) from None
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -75,6 +82,13 @@ def _lock_nonblocking(fd: int) -> None:
 
 
 def _write_pid(fd: int) -> None:
+    """Leave our pid for a waiting process to name (best effort: a full disk is no reason
+    to fail; the lock itself is held already)."""
+    with contextlib.suppress(OSError):
+        _write_pid_now(fd)
+
+
+def _write_pid_now(fd: int) -> None:
     if os.name == "nt":  # the locked first byte stays; the pid follows it
         os.lseek(fd, 1, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -12,9 +12,28 @@ import os
 import tempfile
 from pathlib import Path
 
-from nestvirt.errors import PermissionRequired
+from nestvirt.errors import NestvirtError, PermissionRequired
 
 ROOT_STATE_DIR = Path("/var/lib/nestvirt")
+
+
+class StateError(NestvirtError, OSError):
+    """The state directory cannot be read or written (full, read-only, no permission).
+
+    Also an OSError, so callers that tolerate a failed write (caches) still do.
+    """
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def make_dirs(path: Path, what: str) -> None:
+    """Create `path` (mode 0700) or raise StateError saying which state cannot be written."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot write {what} in {path}: {_why(exc)}") from None
 
 
 def state_dir(*, create: bool = True) -> Path:
@@ -41,27 +60,33 @@ def state_dir(*, create: bool = True) -> Path:
     return path
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, what: str = "") -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half.
 
-    Temp file in the same directory, fsync, rename, fsync of the directory.
+    Temp file in the same directory, fsync, rename, fsync of the directory. Any
+    OSError (disk full, read-only, no permission) removes the temp file and
+    becomes a StateError naming `what` (or the file).
     """
     raw = data.encode() if isinstance(data, str) else data
     directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as out:
             out.write(raw)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp = None
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise StateError(f"cannot write {what or path} ({path}): {_why(exc)}") from None
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -212,14 +212,17 @@ def test_managed_save_is_discarded(define: Callable[..., Any], qemu_conn: Any,
     assert "NV-V01" not in codes_of(qemu_conn, dom)
 
 
-def test_concurrent_enable_fails_clearly(define: Callable[..., Any], state_dir: Path) -> None:
+def test_concurrent_enable_fails_clearly(define: Callable[..., Any], state_dir: Path,
+                                         qemu_conn: Any) -> None:  # fmt: skip
+    from nestvirt.backends.libvirt_session import daemon_identity
+
     dom = define("enable-lock", type="qemu", cpu=INTEL_MODEL)
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\nfrom nestvirt import lock\n"
-         "with lock.vm_lock('qemu:///system', sys.argv[1], sys.argv[2]):\n"
+         "with lock.vm_lock(sys.argv[3], sys.argv[1], sys.argv[2]):\n"
          "    print('held', flush=True); time.sleep(60)\n",
-         dom.UUIDString(), dom.name()],
+         dom.UUIDString(), dom.name(), daemon_identity(qemu_conn)],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ),
     )  # fmt: skip
     try:

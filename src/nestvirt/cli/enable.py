@@ -30,9 +30,22 @@ _stop_timeout = click.option(
     help="How long --stop waits for the guest to power off.",
 )
 _plan_json = options.json_output("Print nestvirt.plan/1 JSON.")
+_timeout = click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="libvirt: give up when the daemon does not answer for this long.",
+)
+
+# --memory outside this range is a typo far more often than a wish: it needs --force
+MIN_SANE_MEMORY_KIB = 256 * 1024
+MAX_SANE_MEMORY_KIB = 16 * 1024**3
 
 
-# VM, --connect, --yes, --dry-run, --stop, --stop-timeout: every command that changes VM
+# VM, --connect, --yes, --dry-run, --stop, --stop-timeout, --timeout: every command that
+# changes VM
 _change_options = options.combine(
     click.argument("vm"),
     options.connect,
@@ -40,6 +53,7 @@ _change_options = options.combine(
     _dry_run,
     _stop,
     _stop_timeout,
+    _timeout,
 )
 # --hyperv [HOST], --snapshot FILE, --user: the Hyper-V subject instead of libvirt
 _hyperv_options = options.combine(
@@ -75,12 +89,13 @@ def _subject(
     options: Any = None,
     dry_run: bool = False,
     progress: Callable[[str], None] = lambda _text: None,
+    timeout: float | None = None,
 ) -> Any:
     """The subject of the flow; `options` are PlanOptions for libvirt, else HyperVOptions."""
     from nestvirt import enable
 
     if hyperv_args is None:
-        return enable.LibvirtSubject(connect, vm, options)
+        return enable.LibvirtSubject(connect, vm, options, timeout=timeout)
     from nestvirt.enable_hyperv import READ_ONLY, HyperVSubject
 
     if hyperv_args["snapshot"] is not None and not dry_run:
@@ -159,6 +174,7 @@ def _run(
     stop_timeout: int,
     as_json: bool,
     force: bool = False,
+    timeout: float | None = None,
 ) -> int:
     """Run `action` on VM (libvirt, or Hyper-V with `hyperv_args`) and render the outcome."""
     from nestvirt import enable
@@ -168,7 +184,7 @@ def _run(
 
     subject = _subject(
         vm, connect, hyperv_args, options=options, dry_run=dry_run,
-        progress=(lambda _text: None) if as_json else progress,
+        progress=(lambda _text: None) if as_json else progress, timeout=timeout,
     )  # fmt: skip
     try:
         outcome = enable.run(
@@ -191,23 +207,53 @@ def _run(
 
             print_json(plan_document(outcome))
     elif outcome.applied:
-        hint, previous = (
-            (f"nestvirt undo {vm}", "definition")
-            if hyperv_args is None
-            else (_undo_hint(vm, hyperv_args), "settings")
-        )
-        click.echo(
-            f"{outcome.vm}: applied (journal entry #{outcome.journal_seq}); "
-            f"`{hint}` puts the previous {previous} back"
-        )
+        click.echo(_applied_line(outcome, subject, vm, connect, hyperv_args))
     elif dry_run and not outcome.plan.empty:
         click.echo("dry run: nothing changed")
+    if dry_run and outcome.refused:
+        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
+        if outcome.discarded and not as_json:
+            click.echo("--force would discard these changes made outside nestvirt:")
+            click.echo(outcome.discarded, nl=False)
     for message in outcome.messages:
         click.echo(f"nestvirt: {message}", err=True)
     failures = getattr(subject, "failures", [])
     for failure in failures:
         click.echo(f"nestvirt: {failure}", err=True)
     return int(ExitCode.USAGE if failures else ExitCode.READY)
+
+
+def _applied_line(
+    outcome: Any, subject: Any, vm: str, connect: str | None, hyperv_args: dict[str, Any] | None
+) -> str:
+    """`applied (journal entry #N)` and the command that reverts it; after an undo, what a
+    further undo would revert (undo is a stack, not a redo)."""
+    from nestvirt.backends.libvirt_session import undo_command
+
+    hint = undo_command(vm, connect) if hyperv_args is None else _undo_hint(vm, hyperv_args)
+    previous = "definition" if hyperv_args is None else "settings"
+    done = f"{outcome.vm}: applied (journal entry #{outcome.journal_seq})"
+    if outcome.action != "undo":
+        return f"{done}; `{hint}` puts the previous {previous} back"
+    from nestvirt.journal import Journal
+
+    try:
+        older = Journal(*subject.key).last_undoable()
+    except Exception:  # the change is made and said; the hint is a courtesy
+        older = None
+    if older is None:
+        return f"{done}; nestvirt has no earlier change of {outcome.vm} to undo"
+    return f"{done}; `{hint}` would next revert change #{older.seq} ({older.action}, {older.time})"
+
+
+def _check_memory(memory_kib: int, text: str, force: bool) -> None:
+    if force or MIN_SANE_MEMORY_KIB <= memory_kib <= MAX_SANE_MEMORY_KIB:
+        return
+    side = "below 256 MiB" if memory_kib < MIN_SANE_MEMORY_KIB else "above 16 TiB"
+    raise UsageError(
+        f"--memory {text} is {side}: not a size a VM running nested guests works with "
+        "(a typo?); add --force if you mean it"
+    )
 
 
 def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
@@ -241,6 +287,7 @@ def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
 @click.option(
     "--restart", is_flag=True, help="With --install-hypervisor: restart the VM afterwards."
 )
+@click.option("--force", is_flag=True, help="Apply a --memory size outside 256 MiB to 16 TiB.")
 @_plan_json
 def command(
     vm: str,
@@ -249,6 +296,7 @@ def command(
     dry_run: bool,
     stop: bool,
     stop_timeout: int,
+    timeout: float,
     memory: str | None,
     mac_spoofing: bool,
     remove_hotplug: bool,
@@ -257,6 +305,7 @@ def command(
     user: str | None,
     install_hypervisor: bool,
     restart: bool,
+    force: bool,
     as_json: bool,
 ) -> int:
     """Expose vmx/svm to VM and make its memory static: show the plan, ask, apply.
@@ -268,6 +317,9 @@ def command(
     from nestvirt.plan_libvirt import PlanOptions, parse_size
 
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    memory_kib = parse_size(memory) if memory is not None else None
+    if memory_kib is not None and memory is not None:
+        _check_memory(memory_kib, memory, force)
     settings: Any  # PlanOptions or HyperVOptions
     if hyperv_args is not None:
         from nestvirt.enable_hyperv import HyperVOptions
@@ -279,7 +331,7 @@ def command(
         settings = HyperVOptions(
             stop=stop,
             mac_spoofing=mac_spoofing,
-            memory_bytes=parse_size(memory) * 1024 if memory is not None else None,
+            memory_bytes=memory_kib * 1024 if memory_kib is not None else None,
             install_hypervisor=install_hypervisor,
             restart=restart,
         )
@@ -289,7 +341,7 @@ def command(
                 "--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]"
             )
         settings = PlanOptions(
-            memory_kib=parse_size(memory) if memory is not None else None,
+            memory_kib=memory_kib,
             mac_spoofing=mac_spoofing,
             remove_hotplug=remove_hotplug,
             stop=stop,
@@ -297,7 +349,7 @@ def command(
         )
     return _run(
         "enable", vm, connect, hyperv_args, settings, yes=yes, dry_run=dry_run, stop=stop,
-        stop_timeout=stop_timeout, as_json=as_json,
+        stop_timeout=stop_timeout, as_json=as_json, timeout=timeout,
     )  # fmt: skip
 
 
@@ -323,6 +375,7 @@ def disable_command(
     dry_run: bool,
     stop: bool,
     stop_timeout: int,
+    timeout: float,
     hyperv: str | None,
     snapshot: str | None,
     user: str | None,
@@ -333,13 +386,17 @@ def disable_command(
     return _run(
         "disable", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
+        timeout=timeout,
     )  # fmt: skip
 
 
 @click.command("undo")
 @_change_options
 @click.option(
-    "--force", is_flag=True, help="Undo even if the VM was changed since nestvirt's change."
+    "--force",
+    is_flag=True,
+    help="Undo even if the VM was changed since nestvirt's change (--dry-run shows what "
+    "that discards).",
 )
 @_hyperv_options
 @_plan_json
@@ -350,6 +407,7 @@ def undo_command(
     dry_run: bool,
     stop: bool,
     stop_timeout: int,
+    timeout: float,
     force: bool,
     hyperv: str | None,
     snapshot: str | None,
@@ -361,18 +419,20 @@ def undo_command(
     return _run(
         "undo", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
-        force=force,
+        force=force, timeout=timeout,
     )  # fmt: skip
 
 
 @click.command("history")
 @click.argument("vm")
 @options.connect
+@_timeout
 @_hyperv_options
 @options.json_output("Print nestvirt.history/1 JSON.")
 def history_command(
     vm: str,
     connect: str | None,
+    timeout: float,
     hyperv: str | None,
     snapshot: str | None,
     user: str | None,
@@ -381,10 +441,13 @@ def history_command(
     """List nestvirt's journaled changes of VM, newest last."""
     from nestvirt import enable
 
+    def progress(text: str) -> None:
+        click.echo(f"nestvirt: {text}", err=True)
+
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
-    subject = _subject(vm, connect, hyperv_args, dry_run=True)  # reads only
+    subject = _subject(vm, connect, hyperv_args, dry_run=True, timeout=timeout)  # reads only
     try:
-        entries = enable.history(subject.key)
+        entries = enable.history(subject, progress=progress)
     finally:
         subject.close()
     undone = {e.undoes for e in entries if e.action == "undo" and e.status == "done"}

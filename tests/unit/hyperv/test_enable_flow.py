@@ -378,7 +378,8 @@ def test_unknown_vm_one_line(capsys: pytest.CaptureFixture[str], fake: FakePower
         (["--connect", "qemu:///system"], "--connect is a libvirt URI"),
         (["--remove-hotplug"], "--remove-hotplug is for libvirt"),
         (["--restart"], "--restart restarts the VM after --install-hypervisor"),
-        (["--memory", "3MiB"], "multiple of 2 MiB"),
+        (["--memory", "301MiB"], "multiple of 2 MiB"),
+        (["--memory", "3MiB"], "below 256 MiB"),
     ],
 )
 def test_bad_options(
