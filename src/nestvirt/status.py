@@ -19,17 +19,24 @@ def host_report(*, probe_timeout: float = 2.0) -> HostReport:
     return HostReport(facts.hostname, "linux", to_jsonable(facts), tuple(findings))
 
 
-def libvirt_status(vm_names: list[str], *, connect: str | None, host_only: bool) -> StatusReport:
-    """The local host, plus the VMs of `connect` (default qemu:///system when it answers)."""
+def libvirt_status(
+    vm_names: list[str], *, connect: str | None, host_only: bool, timeout: float | None = None
+) -> StatusReport:
+    """The local host, plus the VMs of `connect` (default qemu:///system when it answers).
+
+    `timeout`: how long libvirt may stay silent (libvirt_session.open_connection)."""
     if host_only and vm_names:
         raise UsageError("--host-only takes no VM names")
     if host_only:
         return StatusReport(host_report())
     from nestvirt.backends import libvirt as backend
+    from nestvirt.backends import libvirt_session as session
 
     uri = connect or LOCAL_URI
     try:
-        conn = backend.open_connection(uri, readonly=True)
+        conn = session.open_connection(
+            uri, readonly=True, timeout=session.DEFAULT_TIMEOUT if timeout is None else timeout
+        )
     except ConnectError as exc:
         if connect or vm_names:
             raise
@@ -69,6 +76,7 @@ def status(
     host_only: bool = False,
     hyperv: str | None = None,
     snapshot: str | None = None,
+    timeout: float | None = None,
 ) -> StatusReport:
     """One entry point for every platform; `hyperv` is a host name or "" for this machine."""
     if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
@@ -80,4 +88,4 @@ def status(
 
         report = hv.status_report(host=hyperv or None, snapshot=snapshot, vm_names=vm_names)
         return StatusReport(report.host) if host_only else report
-    return libvirt_status(vm_names, connect=connect, host_only=host_only)
+    return libvirt_status(vm_names, connect=connect, host_only=host_only, timeout=timeout)

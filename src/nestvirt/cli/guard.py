@@ -23,8 +23,20 @@ def command() -> None:
     """
 
 
-@command.command("hook", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+class _Positional(click.Command):
+    """A command that takes every word after it as a positional argument, untouched.
+
+    libvirt calls the hook with DOMAIN OPERATION SUB-OPERATION EXTRA: a domain
+    named `--help`, `--` or `-x` is a domain, never an option (click would print
+    help for `--help` and drop a `--`).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.params["args"] = tuple(args)
+        return []
+
+
+@command.command("hook", cls=_Positional)
 def hook(args: tuple[str, ...]) -> int:
     """Run as libvirt's hook: DOMAIN OPERATION SUB-OPERATION EXTRA, domain XML on stdin.
 

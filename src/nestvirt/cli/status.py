@@ -15,6 +15,14 @@ from nestvirt.errors import ExitCode
 @options.hyperv(metavar="HOST")
 @options.snapshot("Analyse a collected Hyper-V snapshot offline.")
 @options.json_output("Print nestvirt.status/1 JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="libvirt: give up when the daemon does not answer for this long.",
+)
 def command(
     vms: tuple[str, ...],
     connect: str | None,
@@ -22,6 +30,7 @@ def command(
     hyperv: str | None,
     snapshot: str | None,
     as_json: bool,
+    timeout: float,
 ) -> int:
     """Tell whether this host and its VMs are ready for nested virtualization.
 
@@ -30,7 +39,12 @@ def command(
     from nestvirt.status import status
 
     report = status(
-        list(vms), connect=connect, host_only=host_only, hyperv=hyperv, snapshot=snapshot
+        list(vms),
+        connect=connect,
+        host_only=host_only,
+        hyperv=hyperv,
+        snapshot=snapshot,
+        timeout=timeout,
     )
     for note in report.notes:
         click.echo(f"nestvirt: {note}", err=True)

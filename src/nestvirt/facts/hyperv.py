@@ -213,9 +213,11 @@ class _Parser:
         if kind == "build":  # WMI gives BuildNumber as a string of digits
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return value
-            if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-                return int(value.strip())
-            self.fail(path, f'expected a build number like "26100", got {value!r}')
+            digits = value.strip() if isinstance(value, str) else ""
+            if digits.isdigit() and digits.isascii() and len(digits) <= MAX_DIGITS:
+                return int(digits)
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            self.fail(path, f'expected a build number like "26100", got {shown}')
         if kind == "ints":
             if not isinstance(value, list):
                 self.fail(path, f"expected a list of integers, got {_jtype(value)}")
@@ -391,6 +393,9 @@ def parse_snapshot(doc: Any, source: str = "snapshot") -> HyperVSnapshot:
     return HyperVSnapshot(host, vms)
 
 
+MAX_DIGITS = 30  # no count, size or build number Hyper-V reports is longer
+
+
 def parse_snapshot_text(text: str, source: str = "snapshot") -> HyperVSnapshot:
     """JSON text → facts; malformed or truncated JSON is a UsageError with its position."""
     try:
@@ -402,6 +407,10 @@ def parse_snapshot_text(text: str, source: str = "snapshot") -> HyperVSnapshot:
         ) from None
     except RecursionError:
         raise UsageError(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError:  # Python's limit on the digits of an integer (4300)
+        raise UsageError(
+            f"{source}: a number is too long to read (more digits than Python converts)"
+        ) from None
     return parse_snapshot(doc, source)
 
 
