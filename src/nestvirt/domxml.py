@@ -420,6 +420,28 @@ class DropFilterref(Edit):
 
 
 @dataclass(frozen=True, slots=True)
+class SetFilterref(Edit):
+    """Point the `<filterref>` of the interface at INDEX from FILTER to NEW (parameters kept)."""
+
+    index: int
+    mac: str | None
+    filter: str
+    new: str
+
+    def apply(self, root: Any) -> None:
+        interfaces = root.findall("devices/interface")
+        if self.index >= len(interfaces):
+            raise XmlError(f"interface #{self.index} is gone from the definition")
+        iface = interfaces[self.index]
+        mac = iface.find("mac")
+        if self.mac is not None and (mac is None or mac.get("address") != self.mac):
+            raise XmlError(f"interface #{self.index} no longer has MAC {self.mac}")
+        for ref in iface.findall("filterref"):
+            if ref.get("filter") == self.filter:
+                ref.set("filter", self.new)
+
+
+@dataclass(frozen=True, slots=True)
 class ReplaceAll(Edit):
     """Replace the whole definition (undo): not an in-place edit, handled by `edit`."""
 

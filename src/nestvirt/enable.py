@@ -551,6 +551,9 @@ class LibvirtSubject:
         from nestvirt.backends import libvirt_write
         from nestvirt.plan_libvirt import DISCARD_MANAGED_SAVE
 
+        filters = [nf for c in plan.changes for nf in getattr(c, "nwfilters", ())]
+        if filters:  # a derived filter must exist before a definition references it
+            libvirt_write.define_nwfilters(self.conn, filters)
         self.dom = libvirt_write.define(self.conn, definition)
         if any(c.action == DISCARD_MANAGED_SAVE for c in plan.changes):
             libvirt_write.managed_save_remove(self.dom)

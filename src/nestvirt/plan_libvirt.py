@@ -30,8 +30,11 @@ Policy (see `_expose`):
   hotplug) are removed only with `remove_hotplug`; otherwise a note says so.
   `memory_kib` sets <memory> (and currentMemory) to that size.
 - `mac_spoofing`: an interface whose filterref is `no-mac-spoofing` loses it;
-  a filter that also carries other protections (clean-traffic: IP and ARP
-  spoofing, …) is kept, with a note on what to do instead (NAT inside the VM).
+  one behind a chain that also carries other protections (clean-traffic, or a
+  user's filter including the anti-spoofing filters or its own drop rules on
+  $MAC/$IP) is pointed at a derived copy of the chain without those parts
+  (nestvirt.nwfilter_derive), defined before the domain; the plan lists each
+  protection dropped.
 - a managed-save image is discarded (its own change, shown before anything is
   done) when the domain definition changes; a running domain is shut down and
   started again only with `stop`.
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from nestvirt import domxml
 from nestvirt.domxml import Edit
 from nestvirt.errors import UsageError
-from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
 from nestvirt.model import Change, Finding, Plan, Severity, Unknown
 
 GIB_KIB = 1024 * 1024
@@ -77,9 +80,11 @@ DEFINITION_ACTIONS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class LibvirtChange(Change):
-    """A Change plus the XML edits that make it (empty for state actions)."""
+    """A Change plus the XML edits that make it (empty for state actions), and the
+    network filters (name, XML) to define before the domain (`--mac-spoofing`)."""
 
     edits: tuple[Edit, ...] = ()
+    nwfilters: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,8 @@ class _Builder:
         )
 
     def add(self, action: str, summary: str, command: str, codes: Sequence[str],
-            edits: Sequence[Edit] = (), needs_stop: bool = True) -> None:  # fmt: skip
+            edits: Sequence[Edit] = (), needs_stop: bool = True,
+            nwfilters: Sequence[tuple[str, str]] = ()) -> None:  # fmt: skip
         self.changes.append(
             LibvirtChange(
                 action=action,
@@ -121,6 +127,7 @@ class _Builder:
                 summary=summary,
                 needs_stop=needs_stop,
                 edits=tuple(edits),
+                nwfilters=tuple(nwfilters),
             )
         )
 
@@ -373,13 +380,32 @@ def _mac_spoofing(b: _Builder, opts: PlanOptions) -> None:
                   "'no-mac-spoofing'/> of that interface",
                   ["NV-V04"], [domxml.DropFilterref(index, iface.mac, iface.filter)])  # fmt: skip
         else:
-            others = [n for n in iface.filter_chain if n not in (iface.filter, "no-mac-spoofing")]
-            b.notes.append(
-                f"{label}: nwfilter {iface.filter!r} blocks foreign MACs but also carries other "
-                f"protections ({', '.join(others) or 'its own rules'}); nestvirt keeps it. Define "
-                "a filter with the same rules minus no-mac-spoofing (virsh nwfilter-define) and "
-                f"reference it, {nat}"
-            )
+            _derived_filter(b, index, label, iface, nat)
+
+
+def _derived_filter(b: _Builder, index: int, label: str, iface: Interface, nat: str) -> None:
+    """Reference a copy of the chain without the parts that match the VM's own addresses."""
+    from nestvirt.nwfilter_derive import DeriveError, derive
+
+    assert iface.filter is not None
+    try:
+        derived = derive(iface.filter, dict(iface.filter_xml))
+    except DeriveError as exc:
+        b.cannot("NV-V04", "mac-spoofing-blocked", f"{label}: {exc}; {nat}")
+        return
+    if not derived.top:
+        edit: Edit = domxml.DropFilterref(index, iface.mac, iface.filter)
+        target = "drop it"
+    else:
+        edit = domxml.SetFilterref(index, iface.mac, iface.filter, derived.top)
+        target = f"reference {derived.top!r} instead"
+    b.add(ALLOW_MAC_SPOOFING,
+          f"{label}: nwfilter {iface.filter!r} drops nested guests' frames: {target}, the same "
+          f"chain without {', '.join(derived.dropped)} (those protections no longer apply to "
+          "this interface)",
+          f"virsh nwfilter-define FILE && virsh edit {shlex.quote(b.facts.name)}  # "
+          f"<filterref filter='{derived.top}'/> on that interface",
+          ["NV-V04"], [edit], nwfilters=derived.definitions)  # fmt: skip
 
 
 def _state(b: _Builder, opts: PlanOptions) -> None:

@@ -41,8 +41,10 @@ def vm_codes(conn: object, dom: object) -> dict[str, Severity]:
 def test_nv_v01_on_real_definitions(
     qemu_conn: object, define: Callable[..., object], kind: str, cpu: str, hidden: bool
 ) -> None:
-    vendor, _ = backend.host_cpu(qemu_conn)  # type: ignore[arg-type]
+    vendor, offered = backend.host_cpu(qemu_conn)  # type: ignore[arg-type]
     ext = "svm" if vendor == "AMD" else "vmx"
+    if kind == "kvm" and ext not in offered:
+        hidden = True  # a host that offers KVM guests no extension (this CI machine) hides it
     dom = define("v01", type=kind, cpu=cpu.format(ext=ext))
     assert ("NV-V01" in vm_codes(qemu_conn, dom)) is hidden
 

@@ -156,12 +156,15 @@ def test_set_memory() -> None:
     assert same.empty
 
 
-def test_mac_spoofing_only_drops_pure_mac_filter() -> None:
+def test_mac_spoofing_drops_or_derives_the_filter() -> None:
+    libvirt_filters = tuple(
+        (p.stem, p.read_text()) for p in (Path(__file__).parent / "nwfilter").glob("*.xml")
+    )
     ifaces = (
         Interface("52:54:00:00:00:01", "network", "default", "no-mac-spoofing",
                   ("no-mac-spoofing",), True),
         Interface("52:54:00:00:00:02", "network", "default", "clean-traffic",
-                  ("clean-traffic", "no-mac-spoofing", "no-ip-spoofing"), True),
+                  ("clean-traffic", "no-mac-spoofing", "no-ip-spoofing"), True, libvirt_filters),
         Interface("52:54:00:00:00:03", "network", "default", "x", ("x",), Unknown("gone")),
     )  # fmt: skip
     f = facts(cpu_mode="host-passthrough", interfaces=ifaces)
@@ -170,8 +173,14 @@ def test_mac_spoofing_only_drops_pure_mac_filter() -> None:
     plan = plan_of(f, pl.PlanOptions(mac_spoofing=True))
     assert plan.changes[0].edits == (domxml.DropFilterref(0, "52:54:00:00:00:01",
                                                           "no-mac-spoofing"),)  # fmt: skip
-    assert len(plan.changes) == 1
-    assert any("clean-traffic" in n and "no-ip-spoofing" in n and "NAT" in n for n in plan.notes)
+    derived = plan.changes[1]
+    assert derived.edits == (domxml.SetFilterref(1, "52:54:00:00:00:02", "clean-traffic",
+                                                 "nestvirt-nested-clean-traffic"),)  # fmt: skip
+    assert [n for n, _ in derived.nwfilters] == ["nestvirt-nested-clean-traffic"]
+    for protection in ("no-mac-spoofing", "no-ip-spoofing", "no-arp-spoofing"):
+        assert protection in derived.summary
+    assert len(plan.changes) == 2
+    assert any("cannot tell" in n for n in plan.notes)  # the unreadable one is left alone
 
 
 def test_managed_save_discarded_first_and_running_needs_stop() -> None:

@@ -452,8 +452,9 @@ def _interfaces(conn: libvirt_t.virConnect, root: Any) -> Iterator[Interface]:
         top = None if ref is None else ref.get("filter")
         chain: tuple[str, ...] = ()
         blocks: bool | Unknown = False
+        xml: tuple[tuple[str, str], ...] = ()
         if top:
-            chain, blocks = _filter_chain(conn, top)
+            chain, blocks, xml = _filter_chain(conn, top)
         source = iface.find("source")
         source_name = None
         if source is not None:
@@ -469,14 +470,25 @@ def _interfaces(conn: libvirt_t.virConnect, root: Any) -> Iterator[Interface]:
             filter=top,
             filter_chain=chain,
             blocks_foreign_mac=blocks,
+            filter_xml=xml,
         )
 
 
-def _filter_chain(conn: libvirt_t.virConnect, top: str) -> tuple[tuple[str, ...], bool | Unknown]:
-    """Follow <filterref> includes from `top`; say whether any filter drops foreign MACs."""
+def _filter_chain(
+    conn: libvirt_t.virConnect, top: str
+) -> tuple[tuple[str, ...], bool | Unknown, tuple[tuple[str, str], ...]]:
+    """Follow <filterref> includes from `top`; say whether any filter drops foreign MACs;
+    every filter's XML (for `--mac-spoofing`'s derived chain)."""
+    return _once(conn, ("filter-chain", top), lambda: _walk_filters(conn, top))
+
+
+def _walk_filters(
+    conn: libvirt_t.virConnect, top: str
+) -> tuple[tuple[str, ...], bool | Unknown, tuple[tuple[str, str], ...]]:
     from lxml import etree
 
     lv = _libvirt()
+    texts: list[tuple[str, str]] = []
     seen: list[str] = []
     pending = [top]
     blocks: bool | Unknown = False
@@ -493,13 +505,14 @@ def _filter_chain(conn: libvirt_t.virConnect, top: str) -> tuple[tuple[str, ...]
             if blocks is False:
                 blocks = Unknown(f"nwfilter {name!r} unreadable: {exc.get_error_message()}")
             continue
+        texts.append((name, str(xml)))
         node = etree.fromstring(xml.encode())
         if _drops_foreign_mac(node):
             blocks = True
         pending.extend(
             str(ref.get("filter")) for ref in node.findall("filterref") if ref.get("filter")
         )
-    return tuple(seen), blocks
+    return tuple(seen), blocks, tuple(texts)
 
 
 def _drops_foreign_mac(filter_root: Any) -> bool:

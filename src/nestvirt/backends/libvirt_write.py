@@ -105,3 +105,34 @@ def start(dom: libvirt_t.virDomain) -> None:
         dom.create()
     except lv.libvirtError as exc:
         raise _fail(f"start {dom.name()!r}", exc) from exc
+
+
+def define_nwfilters(conn: libvirt_t.virConnect, filters: list[tuple[str, str]]) -> None:
+    """Define network filters (name, XML) unless libvirt has them already with those rules.
+
+    A filter of that name with other rules is redefined under its own UUID (a
+    derived filter is shared by every VM behind the same chain, and follows it).
+    """
+    from lxml import etree
+
+    lv = _libvirt()
+    for name, xml in filters:
+        wanted = etree.fromstring(xml.encode())
+        try:
+            existing = conn.nwfilterLookupByName(name)
+        except lv.libvirtError:
+            existing = None
+        if existing is not None:
+            current = etree.fromstring(existing.XMLDesc(0).encode())
+            uuid = current.find("uuid")
+            if uuid is not None:
+                current.remove(uuid)
+            if etree.tostring(current, method="c14n") == etree.tostring(wanted, method="c14n"):
+                continue
+            node = etree.SubElement(wanted, "uuid")
+            node.text = existing.UUIDString()
+            wanted.insert(0, node)
+        try:
+            conn.nwfilterDefineXML(etree.tostring(wanted, encoding="unicode"))
+        except lv.libvirtError as exc:
+            raise _fail(f"define nwfilter {name!r}", exc) from exc

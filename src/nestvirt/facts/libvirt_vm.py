@@ -20,6 +20,7 @@ class Interface:
     filter: str | None  # the top <filterref filter='…'/>, if any
     filter_chain: tuple[str, ...] = ()  # every filter reached through includes
     blocks_foreign_mac: bool | Unknown = False
+    filter_xml: tuple[tuple[str, str], ...] = ()  # (name, XML) of each filter in the chain
 
 
 @dataclass(frozen=True, slots=True)

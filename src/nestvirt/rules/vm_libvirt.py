@@ -142,6 +142,17 @@ def virt_extensions_hidden(vm: LibvirtVmFacts) -> Iterator[Hit]:
         )
 
 
+def _enable_fix(vm: LibvirtVmFacts, *options: str) -> str:
+    """`nestvirt enable VM OPTIONS`, where enable can run: it refuses a domain whose
+    hidden vmx/svm it cannot expose on this host (NV-V01), and changes nothing then."""
+    if exposes(vm) or fixable_here(vm):
+        return nestvirt("enable", vm.name, *options, uri=vm.uri)
+    return (
+        "by hand (virsh edit): `nestvirt enable` refuses this domain while its vmx/svm "
+        "cannot be exposed on this host (NV-V01)"
+    )
+
+
 def _expose_fix(vm: LibvirtVmFacts) -> str:
     if fixable_here(vm):
         return nestvirt("enable", vm.name, uri=vm.uri)
@@ -186,7 +197,7 @@ def tcg_ignores_vmx(vm: LibvirtVmFacts) -> Iterator[Hit]:
     )
     yield Hit(
         f"TCG cannot emulate vmx and ignores the require of it{still} [{cpu.source_text}]",
-        nestvirt("enable", vm.name, uri=vm.uri),
+        _enable_fix(vm),
     )
 
 
@@ -216,17 +227,17 @@ def dynamic_memory(vm: LibvirtVmFacts) -> Iterator[Hit]:
         yield Hit(
             f"currentMemory {vm.current_memory_kib // 1024} MiB is below memory "
             f"{vm.memory_kib // 1024} MiB: the balloon resizes it at run time",
-            nestvirt("enable", vm.name, uri=vm.uri),
+            _enable_fix(vm),
         )
     if vm.max_memory_kib is not None:
         yield Hit(
             f"maxMemory {vm.max_memory_kib // 1024} MiB allows memory hotplug",
-            nestvirt("enable", vm.name, "--remove-hotplug", uri=vm.uri),
+            _enable_fix(vm, "--remove-hotplug"),
         )
     if vm.virtio_mem_devices:
         yield Hit(
             f"{vm.virtio_mem_devices} virtio-mem device(s) resize memory at run time",
-            nestvirt("enable", vm.name, "--remove-hotplug", uri=vm.uri),
+            _enable_fix(vm, "--remove-hotplug"),
         )
 
 
@@ -253,7 +264,7 @@ def memory_below_4gib(vm: LibvirtVmFacts) -> Iterator[Hit]:
     if vm.memory_kib < 4 * GIB_KIB:
         yield Hit(
             f"memory is {vm.memory_kib / GIB_KIB:.2g} GiB, below 4 GiB",
-            nestvirt("enable", vm.name, "--memory", "4GiB", uri=vm.uri),
+            _enable_fix(vm, "--memory", "4GiB"),
         )
 
 
@@ -288,7 +299,7 @@ def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
             yield Hit(
                 f"interface {name}: filter {iface.filter}{through} drops frames from foreign MACs; "
                 "nested guests get no network (or use NAT inside the VM)",
-                nestvirt("enable", vm.name, "--mac-spoofing", uri=vm.uri),
+                _enable_fix(vm, "--mac-spoofing"),
             )
         elif isinstance(iface.blocks_foreign_mac, Unknown):
             yield Hit(
