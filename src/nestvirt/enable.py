@@ -88,6 +88,7 @@ class FlowOptions:
     stop: bool = False
     stop_timeout: float = 120.0
     force: bool = False  # undo although the definition changed since nestvirt's change
+    wait: float = 0.0  # seconds to wait for another nestvirt changing the same VM
 
 
 @dataclass(slots=True)
@@ -130,7 +131,7 @@ def run(
         settle_if_free(subject, book, progress)
         return _plan_and_show(subject, action, options, show, book)
     uri, ident = subject.key
-    with lock.vm_lock(uri, ident, subject.name):
+    with lock.vm_lock(uri, ident, subject.name, wait=options.wait):
         settle(subject, book, progress)
         return _plan_and_apply(subject, action, options, show, confirm, progress, book)
 

@@ -6,15 +6,29 @@ Each subcommand lives in its own module and is imported only when run, so
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from typing import Any
+import signal
+import threading
 
-import click
+# Ctrl-C while this module imports would end in a KeyboardInterrupt traceback
+# (main() is not running yet to catch it): until the end of this module it only
+# sets a flag, and the module then exits quietly with 130.
+_interrupted: list[int] = []
+_saved_sigint: Any = None
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+):
+    _saved_sigint = signal.signal(signal.SIGINT, lambda signum, _frame: _interrupted.append(signum))
 
-from nestvirt import __version__
-from nestvirt.errors import ExitCode, NestvirtError
+import importlib  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from nestvirt import __version__  # noqa: E402
+from nestvirt.errors import ExitCode, NestvirtError  # noqa: E402
 
 # command name -> module in nestvirt.cli defining `command`
 COMMANDS: dict[str, str] = {
@@ -73,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C in Abort
             click.echo("nestvirt: interrupted", err=True)
-            return 130
+            return int(ExitCode.INTERRUPTED)
         click.echo("nestvirt: aborted", err=True)
         return int(ExitCode.USAGE)
     except click.ClickException as exc:
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("nestvirt: interrupted", err=True)
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except Exception:
         if debug:
             raise
@@ -96,4 +110,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while main() was reporting the first
+        code = int(ExitCode.INTERRUPTED)
+    sys.exit(code)
+
+
+if _saved_sigint is not None:
+    signal.signal(signal.SIGINT, _saved_sigint)
+    if _interrupted:
+        sys.stderr.write("nestvirt: interrupted\n")
+        raise SystemExit(int(ExitCode.INTERRUPTED))

@@ -39,6 +39,15 @@ _timeout = click.option(
     help="libvirt: give up when the daemon does not answer for this long.",
 )
 
+_wait = click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="If another nestvirt is changing the VM, wait this long for it (then plan afresh).",
+)
+
 # --memory outside this range is a typo far more often than a wish: it needs --force
 MIN_SANE_MEMORY_KIB = 256 * 1024
 MAX_SANE_MEMORY_KIB = 16 * 1024**3
@@ -54,6 +63,7 @@ _change_options = options.combine(
     _stop,
     _stop_timeout,
     _timeout,
+    _wait,
 )
 # --hyperv [HOST], --snapshot FILE, --user: the Hyper-V subject instead of libvirt
 _hyperv_options = options.combine(
@@ -175,6 +185,7 @@ def _run(
     as_json: bool,
     force: bool = False,
     timeout: float | None = None,
+    wait: float = 0.0,
 ) -> int:
     """Run `action` on VM (libvirt, or Hyper-V with `hyperv_args`) and render the outcome."""
     from nestvirt import enable
@@ -190,7 +201,9 @@ def _run(
         outcome = enable.run(
             subject,
             action,
-            enable.FlowOptions(dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, force=force),
+            enable.FlowOptions(
+                dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, force=force, wait=wait
+            ),
             show=_show(as_json, dry_run),
             confirm=_confirm(yes),
             progress=progress,
@@ -297,6 +310,7 @@ def command(
     stop: bool,
     stop_timeout: int,
     timeout: float,
+    wait: float,
     memory: str | None,
     mac_spoofing: bool,
     remove_hotplug: bool,
@@ -349,7 +363,7 @@ def command(
         )
     return _run(
         "enable", vm, connect, hyperv_args, settings, yes=yes, dry_run=dry_run, stop=stop,
-        stop_timeout=stop_timeout, as_json=as_json, timeout=timeout,
+        stop_timeout=stop_timeout, as_json=as_json, timeout=timeout, wait=wait,
     )  # fmt: skip
 
 
@@ -376,6 +390,7 @@ def disable_command(
     stop: bool,
     stop_timeout: int,
     timeout: float,
+    wait: float,
     hyperv: str | None,
     snapshot: str | None,
     user: str | None,
@@ -386,7 +401,7 @@ def disable_command(
     return _run(
         "disable", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
-        timeout=timeout,
+        timeout=timeout, wait=wait,
     )  # fmt: skip
 
 
@@ -408,6 +423,7 @@ def undo_command(
     stop: bool,
     stop_timeout: int,
     timeout: float,
+    wait: float,
     force: bool,
     hyperv: str | None,
     snapshot: str | None,
@@ -419,7 +435,7 @@ def undo_command(
     return _run(
         "undo", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
-        force=force, timeout=timeout,
+        force=force, timeout=timeout, wait=wait,
     )  # fmt: skip
 
 
