@@ -127,7 +127,7 @@ def test_read_only_journal_directory_is_one_line(tmp_path: Path) -> None:
     book.begin("enable", "vm", "<a/>")
     book.directory.chmod(0o500)
     try:
-        with pytest.raises(statedir.StateError, match="cannot write the journal.*denied"):
+        with pytest.raises(statedir.StateError, match=r"cannot write the journal.*denied"):
             book.begin("enable", "vm", "<a/>")
     finally:
         book.directory.chmod(0o700)
