@@ -58,7 +58,7 @@ def test_own_rules_on_the_vms_address_are_dropped() -> None:
     </filter>"""
     }
     derived = derive("own", filters)
-    ((name, xml),) = derived.definitions
+    ((_, xml),) = derived.definitions
     kept = etree.fromstring(xml.encode()).findall("rule")
     assert [r.get("action") for r in kept] == ["accept", "drop"]
     assert len(derived.dropped) == 2 and all(

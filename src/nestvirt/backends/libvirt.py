@@ -17,6 +17,7 @@ from nestvirt.errors import ConnectError, NotFound, PermissionRequired
 from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
 from nestvirt.guestcpu import LIBVIRT, QEMU_DEFAULT_MODEL, GuestCpu
 from nestvirt.model import Unknown
+from nestvirt.nwfilter_derive import ANTI_SPOOFING
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
@@ -39,8 +40,8 @@ _STATES = {
     7: "suspended",
 }
 
-# Filters that drop frames whose source MAC is not the interface's own.
-_MAC_SPOOF_FILTERS = frozenset({"no-mac-spoofing"})
+# Filters that drop frames whose source MAC or IP is not the interface's own.
+_MAC_SPOOF_FILTERS = ANTI_SPOOFING
 
 
 @cache
@@ -516,14 +517,16 @@ def _walk_filters(
 
 
 def _drops_foreign_mac(filter_root: Any) -> bool:
-    """A rule that drops outgoing frames whose source MAC is not $MAC (no-mac-spoofing's rule)."""
+    """A rule that drops outgoing frames whose source MAC/IP is not the VM's ($MAC, $IP)."""
     for rule_node in filter_root.findall("rule"):
         if rule_node.get("action") not in ("drop", "reject"):
             continue
         if rule_node.get("direction") not in ("out", "inout"):
             continue
-        for mac in rule_node.findall("mac"):
-            if mac.get("match") == "no" and mac.get("srcmacaddr") == "$MAC":
+        for node in rule_node:
+            own = (node.get("srcmacaddr"), node.get("srcipaddr"), node.get("arpsrcmacaddr"),
+                   node.get("arpsrcipaddr"))  # fmt: skip
+            if node.get("match") == "no" and any(v in ("$MAC", "$IP") for v in own):
                 return True
     return False
 

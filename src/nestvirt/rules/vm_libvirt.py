@@ -8,6 +8,7 @@ from nestvirt.commands import nestvirt, virsh
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.guestcpu import HOST_MODES, OFF, ON, SVM_VENDORS, GuestCpu, table_answer
 from nestvirt.model import Severity, Unknown
+from nestvirt.nwfilter_derive import ANTI_SPOOFING
 from nestvirt.rules import Hit, Platform, Target, rules_of
 
 GIB_KIB = 1024 * 1024
@@ -270,23 +271,28 @@ def memory_below_4gib(vm: LibvirtVmFacts) -> Iterator[Hit]:
 
 @vm_rule("NV-V04", "mac-spoofing-blocked", Severity.WARNING)
 def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
-    """A network filter drops frames from MAC addresses other than the VM's own.
+    """A network filter drops frames from MAC or IP addresses other than the VM's own.
 
     ## What it checks
     Each interface's `<filterref>`, following includes through the connection:
-    `no-mac-spoofing`, `clean-traffic` (which includes it), or any filter with
-    a rule dropping outgoing frames whose source MAC is not `$MAC`.
+    libvirt's anti-spoofing filters (`no-mac-spoofing`, `no-ip-spoofing`,
+    `no-arp-spoofing`, `no-arp-mac-spoofing`, `no-arp-ip-spoofing`,
+    `no-ipv6-spoofing`), `clean-traffic` (which includes them), or any filter
+    with a rule dropping outgoing frames whose source is not `$MAC`/`$IP`.
 
     ## Why it matters
-    Nested guests send with their own MAC addresses through the VM's adapter:
-    such frames are dropped and the nested guests get no network.
+    Nested guests send with their own MAC and IP addresses through the VM's
+    adapter: such frames are dropped and the nested guests get no network.
 
     ## Example
     `<filterref filter='clean-traffic'/>` on the VM's interface.
 
     ## Fix
-    `nestvirt enable VM --mac-spoofing` drops the blocking filter, or keep it
-    and use NAT inside the VM (the nested guests then share the VM's MAC).
+    `nestvirt enable VM --mac-spoofing`: drops a lone `no-mac-spoofing`, or
+    points the interface at a derived copy of the chain
+    (`nestvirt-nested-NAME`) without the parts that match the VM's own
+    addresses, keeping every other protection; or keep the filter and use NAT
+    inside the VM (the nested guests then share the VM's addresses).
 
     ## Sources
     libvirt "Network Filters" (no-mac-spoofing, clean-traffic); SEED-SUMMARY.md.
@@ -294,10 +300,11 @@ def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
     for iface in vm.interfaces:
         name = iface.mac or iface.source or iface.kind
         if iface.blocks_foreign_mac is True:
-            via = [f for f in iface.filter_chain[1:] if f == "no-mac-spoofing"]
-            through = f" (through {via[0]})" if via else ""
+            via = [f for f in iface.filter_chain[1:] if f in ANTI_SPOOFING]
+            through = f" (through {', '.join(via)})" if via else ""
             yield Hit(
-                f"interface {name}: filter {iface.filter}{through} drops frames from foreign MACs; "
+                f"interface {name}: filter {iface.filter}{through} drops frames from foreign "
+                "MAC/IP addresses; "
                 "nested guests get no network (or use NAT inside the VM)",
                 _enable_fix(vm, "--mac-spoofing"),
             )
