@@ -159,3 +159,16 @@ def test_cli_hook_command(
     assert main(["guard", "hook", "l1", "restore", "begin", "-"]) == 1
     assert "NV-O02" in capsys.readouterr().err
     assert main(["guard", "hook", "l1", "started", "begin", "-"]) == 0
+
+
+@pytest.mark.parametrize(
+    "cpu",
+    ["", "<cpu mode='custom'><model>EPYC</model></cpu>",
+     "<cpu mode='custom'><model>qemu64</model><feature policy='forbid' name='vmx'/></cpu>"],
+)  # fmt: skip
+def test_kvm_named_models_carry_nothing_to_protect(cpu: str, log: Path) -> None:
+    # libvirt's CPU map lists svm for qemu64 and EPYC; QEMU under KVM gives the guest none
+    xml = f"<domain type='kvm'><name>plain-kvm</name>{cpu}</domain>".encode()
+    code, err = run(["plain-kvm", "migrate", "begin", "-"], xml)
+    assert code == 0 and err == ""
+    assert "ALLOW plain-kvm migrate" in log.read_text()
