@@ -310,15 +310,18 @@ def _plan_and_apply(
         stopped = True
     try:
         # write-ahead: the previous and the planned definition, before anything changes
-        entry = book.begin(
-            action,
-            subject.name,
-            snap.definition,
-            after=new,
-            changes=tuple(c.action for c in plan.changes),
-            codes=tuple(sorted({code for c in plan.changes for code in c.codes})),
-            undoes=undone.seq if undone is not None else None,
-        )
+        try:
+            entry = book.begin(
+                action,
+                subject.name,
+                snap.definition,
+                after=new,
+                changes=tuple(c.action for c in plan.changes),
+                codes=tuple(sorted({code for c in plan.changes for code in c.codes})),
+                undoes=undone.seq if undone is not None else None,
+            )
+        except StateError as exc:
+            raise StateError(f"{exc}; nothing changed") from None
         outcome.journal_seq = entry.seq
         problem: str | None = None
         try:
