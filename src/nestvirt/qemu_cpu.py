@@ -83,10 +83,12 @@ class _Qmp:
     """One `qemu -machine none -qmp stdio` process."""
 
     process: subprocess.Popen[bytes]
+    emulator: str
+    timeout: float = QMP_TIMEOUT
     buffer: bytes = b""
 
     @classmethod
-    def start(cls, emulator: str, accel: str) -> _Qmp:
+    def start(cls, emulator: str, accel: str, timeout: float = QMP_TIMEOUT) -> _Qmp:
         argv = [emulator, "-machine", "none", "-accel", accel, "-display", "none",
                 "-nodefaults", "-no-user-config", "-qmp", "stdio"]  # fmt: skip
         try:
@@ -99,7 +101,7 @@ class _Qmp:
             )
         except OSError as exc:
             raise QemuUnavailable(f"cannot run {emulator}: {exc.strerror}") from None
-        qmp = cls(process)
+        qmp = cls(process, emulator, timeout)
         try:
             qmp._read("QMP")
             qmp.call("qmp_capabilities")
@@ -127,7 +129,7 @@ class _Qmp:
         """The next message carrying one of `keys` (events are skipped)."""
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + QMP_TIMEOUT
+        deadline = time.monotonic() + self.timeout
         while True:
             line, sep, rest = self.buffer.partition(b"\n")
             if sep:
@@ -141,7 +143,7 @@ class _Qmp:
                 continue
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise QemuUnavailable(f"QEMU did not answer within {QMP_TIMEOUT:.0f} s")
+                raise QemuUnavailable(f"{self.emulator} did not answer within {self.timeout:g} s")
             chunk = os.read(fd, 65536)
             if not chunk:
                 raise QemuUnavailable(f"QEMU exited: {self._stderr()}")
@@ -169,6 +171,7 @@ class QemuCpuOracle:
     """Answers from QEMU, one process per (emulator, accel), cached on disk."""
 
     path: Path = field(default_factory=cache_path)
+    timeout: float = QMP_TIMEOUT
     started: int = 0  # QEMU processes started by this oracle (tests and benchmarks read it)
     _sessions: dict[tuple[str, str], _Qmp] = field(default_factory=dict)
     _failed: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -204,7 +207,7 @@ class QemuCpuOracle:
         session = self._sessions.get(where)
         if session is None:
             try:
-                session = _Qmp.start(emulator, accel)
+                session = _Qmp.start(emulator, accel, self.timeout)
             except QemuUnavailable as exc:
                 self._failed[where] = str(exc)
                 raise

@@ -280,8 +280,8 @@ def _guest_cpu(conn: libvirt_t.virConnect, root: Any, query: Any) -> GuestCpu:
         if isinstance(argv, Refused):
             vendor = host_cpu(conn)[0]
             return GuestCpu((), vendor, LIBVIRT, "domxml-to-native", refused=argv.reason)
-        if argv is None:
-            why = f"{conn.getType()} driver has no QEMU command line"
+        if isinstance(argv, str):
+            why = argv
         else:
             emulator, accel, cpu_arg = argv
             answer = oracle().expand(emulator, accel, cpu_arg)
@@ -341,8 +341,9 @@ def _cpu_query_xml(root: Any) -> Any:
     return query
 
 
-def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] | Refused | None:
-    """(emulator, accel, -cpu argument) libvirt would run; None if the driver cannot say."""
+def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] | Refused | str:
+    """(emulator, accel, -cpu argument) libvirt would run; Refused: libvirt will not run
+    this CPU here; a str: why libvirt could not be asked."""
     import shlex
 
     from lxml import etree
@@ -351,16 +352,20 @@ def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] |
     try:
         native = _translator(conn).domainXMLToNative("qemu-argv", etree.tostring(query).decode(), 0)
     except lv.libvirtError as exc:
-        if exc.get_error_code() in (lv.VIR_ERR_NO_SUPPORT, lv.VIR_ERR_CONFIG_UNSUPPORTED) and (
-            "host-passthrough" not in (exc.get_error_message() or "")
-        ):
-            return None
-        return Refused(exc.get_error_message() or str(exc))
+        message = exc.get_error_message() or str(exc)
+        if exc.get_error_code() in _CANNOT_ASK:
+            return f"libvirt cannot build the command line here: {message}"
+        return Refused(message)
     try:
-        words = shlex.split(native)
+        argv = parse_qemu_argv(shlex.split(native))
     except ValueError:
-        return None
-    return parse_qemu_argv(words)
+        argv = None
+    return argv or f"unreadable QEMU command line from libvirt: {native[:80]!r}"
+
+
+# libvirt errors that say nothing about the domain: the driver or the caller cannot ask
+# (VIR_ERR_NO_SUPPORT, e.g. test:///default; AUTH_FAILED; SYSTEM_ERROR; OPERATION_DENIED).
+_CANNOT_ASK = frozenset({3, 45, 38, 29})
 
 
 def _translator(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
