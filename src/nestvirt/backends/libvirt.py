@@ -371,24 +371,26 @@ _CANNOT_ASK = frozenset({3, 45, 38, 29})
 def _translator(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
     """A connection allowed to build command lines: libvirt denies read-only ones, so a
     read-only `conn` (status, preflight) gets a read-write sibling used for that alone."""
-    return _once(conn, ("translator",), lambda: _read_write_sibling(conn))
+    # never store `conn` itself: a value that refers to its weak key keeps it open forever
+    sibling = _once(conn, ("translator",), lambda: _read_write_sibling(conn))
+    return conn if sibling is None else sibling
 
 
-def _read_write_sibling(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
+def _read_write_sibling(conn: libvirt_t.virConnect) -> libvirt_t.virConnect | None:
     lv = _libvirt()
     try:
         conn.domainXMLToNative("qemu-argv", "<domain/>", 0)
     except lv.libvirtError as exc:
         if exc.get_error_code() != lv.VIR_ERR_OPERATION_DENIED:
-            return conn
+            return None
     else:
-        return conn
+        return None
     try:
         sibling = lv.open(str(conn.getURI()))
     except lv.libvirtError:
-        return conn
+        return None
     if sibling is None:
-        return conn
+        return None
     import atexit
 
     atexit.register(_close_quietly, sibling)
