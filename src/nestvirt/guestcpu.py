@@ -34,6 +34,8 @@ EXTENSIONS = ("vmx", "svm")
 # CPUID vendor strings → libvirt's vendor names.
 VENDOR_NAMES = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon"}
 SVM_VENDORS = frozenset({"AMD", "Hygon"})  # the vendors kvm_amd accepts
+# The extension KVM offers on a host of each vendor (libvirt's vendor names).
+EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
 QEMU_DEFAULT_MODEL = "qemu64"  # QEMU's CPU when a domain names none (x86 pc/q35)
 # Models libvirt lists with vendor='unknown': the vendor QEMU gives them (target/i386/cpu.c).
 QEMU_MODEL_VENDORS = {

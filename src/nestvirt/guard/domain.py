@@ -23,12 +23,11 @@ from pathlib import Path
 
 from nestvirt.backends.libvirt import cpu_features_of
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
-from nestvirt.guestcpu import HOST_MODES, QEMU_DEFAULT_MODEL
+from nestvirt.guestcpu import EXTENSION_OF_VENDOR, HOST_MODES, QEMU_DEFAULT_MODEL
 from nestvirt.model import Unknown
 
 CPU_MAP_DIR = Path("/usr/share/libvirt/cpu_map")
 LIBVIRT_VENDOR = {"intel": "Intel", "amd": "AMD", "hygon": "Hygon"}
-EXTENSION_OF = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 # Our own metadata element: `nested-guests="none"` asserts that no nested guests
@@ -65,7 +64,7 @@ def facts_from_xml(
     mode = None if cpu is None else cpu.get("mode", "custom")
     model = None if cpu is None else (cpu.findtext("model") or None)
     vendor = None if isinstance(host_vendor, Unknown) else LIBVIRT_VENDOR.get(host_vendor)
-    extension = EXTENSION_OF.get(vendor or "")
+    extension = EXTENSION_OF_VENDOR.get(vendor or "")
     return LibvirtVmFacts(
         name=root.findtext("name") or "",
         uri=uri,

@@ -6,13 +6,20 @@ from collections.abc import Iterator
 
 from nestvirt.commands import nestvirt, virsh
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
-from nestvirt.guestcpu import HOST_MODES, OFF, ON, SVM_VENDORS, GuestCpu, table_answer
+from nestvirt.guestcpu import (
+    EXTENSION_OF_VENDOR,
+    HOST_MODES,
+    OFF,
+    ON,
+    SVM_VENDORS,
+    GuestCpu,
+    table_answer,
+)
 from nestvirt.model import Severity, Unknown
 from nestvirt.nwfilter_derive import ANTI_SPOOFING
 from nestvirt.rules import Hit, Platform, Target, rules_of
 
 GIB_KIB = 1024 * 1024
-EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
 
 
 vm_rule = rules_of(Target.VM, Platform.LIBVIRT)
