@@ -6,23 +6,26 @@ Each subcommand lives in its own module and is imported only when run, so
 
 from __future__ import annotations
 
-import signal
-import threading
+import _signal  # type: ignore[import-not-found]  # the C module: importing `signal` (enums) alone takes milliseconds
 
 # Ctrl-C while this module imports would end in a KeyboardInterrupt traceback
 # (main() is not running yet to catch it): until the end of this module it only
 # sets a flag, and the module then exits quietly with 130.
 _interrupted: list[int] = []
-_saved_sigint: Any = None
-if (
-    threading.current_thread() is threading.main_thread()
-    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-):
-    _saved_sigint = signal.signal(signal.SIGINT, lambda signum, _frame: _interrupted.append(signum))
+_saved_sigint = None
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    try:  # noqa: SIM105 (contextlib is one more import before the handler is in place)
+        _saved_sigint = _signal.signal(
+            _signal.SIGINT, lambda signum, _frame: _interrupted.append(signum)
+        )
+    except ValueError:  # not the main thread: nothing to defer
+        pass
 
 import importlib  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from typing import Any  # noqa: E402
 
 import click  # noqa: E402
@@ -72,11 +75,39 @@ def app(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C as KeyboardInterrupt, except inside a finalizer (`__del__`, e.g. of a libvirt
+    object): Python would print that one as "Exception ignored … Traceback" and go on.
+    There the signal is sent again a moment later, to land in ordinary code."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            again = threading.Timer(0.02, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map library errors to one stderr line and exit 2 (or their own code)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
         os.environ.get("NESTVIRT_DEBUG")
     )
+    previous = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        previous = signal.signal(signal.SIGINT, _sigint)
+    try:
+        return _main(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: list[str] | None, debug: bool) -> int:
     try:
         result: Any = app.main(args=argv, prog_name="nestvirt", standalone_mode=False)
     except NestvirtError as exc:
@@ -114,11 +145,13 @@ def run() -> None:
         code = main()
     except KeyboardInterrupt:  # a second Ctrl-C while main() was reporting the first
         code = int(ExitCode.INTERRUPTED)
+    # the work is done and said: a Ctrl-C now would only garble the interpreter's exit
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 
 if _saved_sigint is not None:
-    signal.signal(signal.SIGINT, _saved_sigint)
+    _signal.signal(_signal.SIGINT, _saved_sigint)
     if _interrupted:
         sys.stderr.write("nestvirt: interrupted\n")
         raise SystemExit(int(ExitCode.INTERRUPTED))
