@@ -16,6 +16,8 @@ LOCAL_URI = "qemu:///system"
 def host_report(*, probe_timeout: float = 2.0) -> HostReport:
     facts = linux_host.gather(probe_timeout=probe_timeout)
     findings = rules.run(Target.HOST, Platform.LINUX, facts)
+    if facts.guest is not None:  # NV-G: this machine's parent and the switch there
+        findings += rules.run(Target.GUEST, Platform.LINUX, facts.guest)
     return HostReport(facts.hostname, "linux", to_jsonable(facts), tuple(findings))
 
 

@@ -156,6 +156,7 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         interfaces=tuple(_interfaces(conn, root)),
         has_managed_save=_has_managed_save(dom),
         snapshot_count=_snapshot_count(dom),
+        host_kvm=host_kvm(conn),
     )
 
 
@@ -232,6 +233,18 @@ def host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
     expanded through baselineCPU to see every feature.
     """
     return _once(conn, ("host-cpu",), lambda: _host_cpu(conn))
+
+
+def host_kvm(conn: libvirt_t.virConnect) -> bool | None:
+    """Whether the connection's capabilities offer KVM domains (None: could not ask)."""
+
+    def ask() -> bool | None:
+        try:
+            return "<domain type='kvm'" in str(conn.getCapabilities())
+        except _libvirt().libvirtError:
+            return None
+
+    return _once(conn, ("host-kvm",), ask)
 
 
 def _host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:

@@ -47,3 +47,4 @@ class LibvirtVmFacts:
     interfaces: tuple[Interface, ...] = ()
     has_managed_save: bool | Unknown = False
     snapshot_count: int | Unknown = 0
+    host_kvm: bool | None = None  # the host's capabilities offer <domain type='kvm'>; None: unknown

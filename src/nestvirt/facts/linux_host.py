@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nestvirt.facts.guest import GuestFacts
+from nestvirt.facts.guest import gather as guest_facts
 from nestvirt.model import Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult
 
@@ -67,6 +69,7 @@ class LinuxHostFacts:
     libvirt_qemu: LibvirtQemuAccess | None = None  # None when libvirt's QEMU driver is absent
     kvm_boots_linux: bool | Unknown | None = None  # the lab's boot test; None: not tested
     notes: tuple[str, ...] = field(default=())
+    guest: GuestFacts | None = None  # what this machine sees of its parent (NV-G rules)
 
 
 def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFacts:
@@ -80,6 +83,7 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         from nestvirt.probe import run_probe as probe
 
         probe_result = probe(timeout=probe_timeout)
+    hypervisor = _hypervisor()
     return LinuxHostFacts(
         hostname=socket.gethostname(),
         kernel=os.uname().release,
@@ -92,9 +96,10 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         kvm_device=device,
         mem_available_bytes=mem_available(),
         firmware_virt=firmware_virt(vendor if isinstance(vendor, str) else ""),
-        hypervisor=_hypervisor(),
+        hypervisor=hypervisor,
         probe=probe_result,
         libvirt_qemu=libvirt_qemu_access(device),
+        guest=guest_facts(hypervisor=hypervisor, probe=probe_result),
     )
 
 

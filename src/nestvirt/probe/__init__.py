@@ -135,11 +135,18 @@ def to_json(result: ProbeResult, findings: list[Finding]) -> dict[str, Any]:
     }
 
 
-def probe_findings(result: ProbeResult) -> list[Finding]:
-    """NV-H05/H07/H08 for this result (the rules live in nestvirt.rules.host_linux)."""
+def probe_findings(result: ProbeResult, *, guest: bool = True) -> list[Finding]:
+    """NV-H05/H07/H08 for this result (nestvirt.rules.host_linux), and with `guest` the NV-G
+    finding that names this machine's parent and its fix (nestvirt.rules.guest)."""
     from nestvirt.rules.host_linux import probe_findings as findings
 
-    return findings(result)
+    found = findings(result)
+    if guest:
+        from nestvirt.facts.guest import gather
+        from nestvirt.rules.guest import guest_findings
+
+        found += guest_findings(gather(hypervisor=result.hypervisor, probe=result))
+    return found
 
 
 __all__ = [

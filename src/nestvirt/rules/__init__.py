@@ -22,6 +22,7 @@ class Target(StrEnum):
     HOST = "host"
     VM = "vm"
     OPERATION = "operation"
+    GUEST = "guest"  # this machine, seen from inside: its parent hypervisor or cloud
 
 
 class Platform(StrEnum):
@@ -69,7 +70,7 @@ class Rule:
 
 
 HEADINGS = ("What it checks", "Why it matters", "Example", "Fix", "Sources")
-CODE_PATTERN = re.compile(r"^NV-[HVO]\d{2}$")
+CODE_PATTERN = re.compile(r"^NV-[HVOG]\d{2}$")  # G: seen from inside a guest
 
 # Renamed codes point to their successor; a code is never reused.
 RETIRED: dict[str, str] = {}
@@ -81,6 +82,8 @@ RULE_MODULES = (
     "nestvirt.rules.host_windows",
     "nestvirt.rules.vm_hyperv",
     "nestvirt.rules.operations",
+    "nestvirt.rules.guest",
+    "nestvirt.rules.vm_libvirt_accel",
 )
 
 _REGISTRY: dict[str, list[Rule]] = {}
