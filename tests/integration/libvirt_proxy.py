@@ -7,7 +7,9 @@ itself, then prog, vers, proc, type, serial, status). Modes:
 - cut_after_proc=P: forward the reply to procedure P, then close both sides;
 - drop_proc=P: close both sides instead of forwarding the reply to P (the
   daemon has done the work; the client never hears of it);
-- mute=True: accept connections and never answer (a hung daemon).
+- mute=True: accept connections and never answer (a hung daemon);
+- freeze_after=N: forward the first N replies of each connection, then nothing
+  more (a daemon that hangs in the middle of a session; keepalive pongs too).
 
 Point a client at it with `qemu+unix:///system?socket=PATH`.
 """
@@ -36,11 +38,14 @@ class Proxy:
         cut_after_procs: frozenset[int] = frozenset(),
         drop_procs: frozenset[int] = frozenset(),
         mute: bool = False,
+        freeze_after: int | None = None,
         upstream: str = UPSTREAM,
     ) -> None:
         self.path = str(path)
         self.cut_after, self.drop, self.mute = cut_after_procs, drop_procs, mute
         self.upstream = upstream
+        self.freeze_after = freeze_after
+        self.frozen = threading.Event()
         self.cuts = 0  # connections cut so far
         self.cut = threading.Event()
         self.replies: list[int] = []  # procedures the daemon answered, in order
@@ -94,6 +99,7 @@ class Proxy:
 
     def _pump_down(self, server: socket.socket, client: socket.socket) -> None:
         buffer = b""
+        forwarded = 0
         try:
             while data := server.recv(65536):
                 buffer += data
@@ -109,6 +115,10 @@ class Proxy:
                     if ours and proc in self.drop:
                         self._cut(client, server)
                         return
+                    if self.freeze_after is not None and forwarded >= self.freeze_after:
+                        self.frozen.set()
+                        continue  # swallowed: the client hears nothing more
+                    forwarded += ours
                     client.sendall(message)
                     if ours and proc in self.cut_after:
                         self._cut(client, server)

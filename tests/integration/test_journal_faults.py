@@ -278,6 +278,19 @@ def test_hung_daemon_times_out(tmp_path: Path, state: Path) -> None:
             assert took < 10
 
 
+@pytest.mark.parametrize("replies", [5, 8])
+def test_daemon_that_stops_answering_mid_session(tmp_path: Path, state: Path, replies: int) -> None:
+    """libvirt's keepalive (set up with the connection) ends a call the daemon never answers."""
+    with Proxy(tmp_path / "freeze.sock", freeze_after=replies) as proxy:
+        started = time.monotonic()
+        run = nestvirt("status", "-c", proxy.uri, "--timeout", "2", timeout=30)
+        took = time.monotonic() - started
+        assert proxy.frozen.is_set()
+    assert_clean(run, f"status, frozen after {replies} replies")
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "nestvirt: libvirt: " in run.stderr and took < 10
+
+
 # ------------------------------------------------------------------ spellings
 
 

@@ -129,15 +129,29 @@ def _main(argv: list[str] | None, debug: bool) -> int:
     except KeyboardInterrupt:
         click.echo("nestvirt: interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
-    except Exception:
+    except Exception as exc:
         if debug:
             raise
+        lost = _libvirt_failure(exc)
+        if lost is not None:
+            click.echo(f"nestvirt: {lost}", err=True)
+            return int(ExitCode.USAGE)
         import traceback
 
         traceback.print_exc()
         click.echo("nestvirt: internal error (a bug in nestvirt; please report it)", err=True)
         return int(ExitCode.INTERNAL)
     return int(result or 0)
+
+
+def _libvirt_failure(exc: Exception) -> str | None:
+    """libvirt's own error (a lost or timed-out connection mid-command) as one line."""
+    if type(exc).__name__ != "libvirtError" or type(exc).__module__ != "libvirt":
+        return None
+    message = str(getattr(exc, "get_error_message", lambda: None)() or exc)
+    if "keepalive" in message:
+        message += " (libvirtd stopped answering for longer than --timeout)"
+    return f"libvirt: {message}"
 
 
 def run() -> None:
