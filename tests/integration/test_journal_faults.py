@@ -508,3 +508,47 @@ def test_read_only_state_directory(qemu_conn: Any, nv11: Callable[[], Any], tmp_
     assert hist_code == 0 and "enable" in hist_out
     assert results["undo-dry"][0] == 0
     assert inactive(dom) == changed  # nothing changed without a journal
+
+
+def test_state_directory_without_permission(
+    qemu_conn: Any, nv11: Callable[[], Any], tmp_path: Path
+) -> None:
+    """EACCES, as root: the commands run without CAP_DAC_OVERRIDE (setpriv), so the
+    modes of the state directory bind them like any user."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv")
+    dom = nv11()
+    name = dom.name()
+    state = tmp_path / "state"
+    env = {**os.environ, "NESTVIRT_STATE_DIR": str(state)}
+    assert nestvirt("enable", name, "--memory", "300MiB", "--yes", env=env).returncode == 0
+    changed = inactive(dom)
+    book = journal_of(qemu_conn, dom, state)
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*drop, sys.executable, "-m", "nestvirt", *argv],
+                              capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+
+    book.directory.chmod(0o500)  # the journal cannot be written, the lock can
+    try:
+        refused = run("enable", name, "--memory", "320MiB", "--yes")
+        history = run("history", name)
+    finally:
+        book.directory.chmod(0o700)
+    assert_clean(refused, "enable, journal not writable")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "cannot write the journal" in refused.stderr and "Permission denied" in refused.stderr
+    assert "nothing changed" in refused.stderr
+    assert history.returncode == 0 and "enable" in history.stdout
+    locks = list((state / "locks").iterdir())
+    for path in [*locks, state / "locks"]:
+        path.chmod(0o400 if path in locks else 0o500)  # the lock cannot be taken
+    try:
+        locked = run("undo", name, "--yes")
+    finally:
+        for path in [state / "locks", *locks]:
+            path.chmod(0o700 if path not in locks else 0o600)
+    assert_clean(locked, "undo, lock not writable")
+    assert locked.returncode == 2 and "Permission denied" in locked.stderr
+    assert inactive(dom) == changed
