@@ -171,9 +171,14 @@ def libvirt_operation_facts(
 
 
 def hyperv_operation_facts(
-    vm: Any, operation: Operation, *, host_vendor: str | Unknown, assume_no_nested_guests: bool
+    vm: Any,
+    operation: Operation,
+    *,
+    host_vendor: str | Unknown,
+    assume_no_nested_guests: bool,
+    host_build: int | Unknown | None = None,
 ) -> OperationFacts:
-    """`vm` is a nestvirt.facts.hyperv.HyperVVmFacts."""
+    """`vm` is a nestvirt.facts.hyperv.HyperVVmFacts; `host_build` the host's Windows build."""
     try:
         version: tuple[int, ...] | Unknown = vm.version_tuple
     except ValueError:
@@ -191,6 +196,7 @@ def hyperv_operation_facts(
         accel="hyperv",
         host_vendor=host_vendor,
         config_version=version,
+        host_build=host_build,
     )
 
 
@@ -255,7 +261,9 @@ def _hyperv(
     facts = hv.select_one(snap, vm)
     maker = snap.host.cpu_manufacturer
     vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
-    of = hyperv_operation_facts(facts, op, host_vendor=vendor, assume_no_nested_guests=assume)
+    of = hyperv_operation_facts(
+        facts, op, host_vendor=vendor, assume_no_nested_guests=assume, host_build=snap.host.build
+    )
     return PreflightReport(facts.name, op, "hyperv", tuple(judge_facts(of, Platform.HYPERV)))
 
 

@@ -61,6 +61,7 @@ from nestvirt.model import (
     plan_document,
     to_jsonable,
 )
+from nestvirt.rules.hyperv_table import is_preview_build
 
 UNDO_SCHEMA = "nestvirt.hyperv-undo/1"
 ENV_GUEST_USER = "NESTVIRT_GUEST_USER"
@@ -317,10 +318,22 @@ def plan_enable(
     if memory_bytes is not None:
         _check_memory(memory_bytes)
     expose = not vm.expose_virtualization_extensions
-    dynamic = vm.dynamic_memory_enabled
     memory = memory_bytes is not None and vm.startup_bytes != memory_bytes
     spoof = mac_spoofing and any(a.mac_address_spoofing != "On" for a in vm.adapters)
-    needs_off = expose or dynamic or memory
+    # Dynamic memory stops a nesting VM only on the preview (build < 14361); later the
+    # memory just stays at Startup: turn it off then only when the VM is off anyway.
+    dynamic_blocks = is_preview_build(host.build) is True
+    dynamic = vm.dynamic_memory_enabled and (
+        dynamic_blocks or vm.is_off or (stop and not vm.is_saved) or expose or memory
+    )
+    needs_off = expose or memory or (dynamic and dynamic_blocks)
+    if vm.dynamic_memory_enabled and not dynamic:
+        notes.append(
+            f"dynamic memory stays on: on build {host.build} it does not stop a nesting VM "
+            f"(its memory stays at Startup); turn it off with the VM off if you want"
+        )
+    elif dynamic and not needs_off and not vm.is_off:
+        needs_off = True  # --stop asked for: the VM is being stopped anyway
 
     if needs_off:
         _make_off(vm, stop, changes, notes, "its processor and memory settings change")
@@ -344,7 +357,10 @@ def plan_enable(
                 name,
                 "Set-VMMemory",
                 {"DynamicMemoryEnabled": False},
-                "turn dynamic memory off (a VM that runs a hypervisor does not start with it)",
+                "turn dynamic memory off (a VM that runs a hypervisor does not start with it)"
+                if dynamic_blocks
+                else "turn dynamic memory off (with Hyper-V inside, its memory would stay at "
+                "Startup anyway)",
                 needs_stop=True,
             )
         )

@@ -26,6 +26,25 @@ SCHEMA = "nestvirt.hyperv-snapshot/1"
 GIB = 1024**3
 KIB = 1024
 
+NOT_COLLECTED = Unknown("not in this snapshot (collected by an older nestvirt)")
+
+# Win32_ComputerSystem Model/Manufacturer substrings of virtual machines (systemd's
+# detect_vm list, as Windows reports it): Hyper-V and Azure say Model "Virtual Machine".
+VM_SIGNATURES = (
+    "virtual machine",
+    "vmware",
+    "virtualbox",
+    "qemu",
+    "kvm",
+    "xen",
+    "parallels",
+    "bhyve",
+    "google compute engine",
+    "amazon ec2",
+)
+# Azure's fixed SMBIOS chassis asset tag (Win32_SystemEnclosure.SMBIOSAssetTag)
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
+
 # VMState names (Microsoft.HyperV.PowerShell.VMState) that mean "saved to disk".
 SAVED_STATES = frozenset({"Saved", "FastSaved", "SavedCritical", "FastSavedCritical", "Hibernated"})
 
@@ -46,6 +65,57 @@ class HyperVHostFacts:
     bcd_hypervisor_load_options: str | Unknown | None  # None: not set
     total_physical_memory_bytes: int | Unknown
     free_physical_memory_bytes: int | Unknown  # FreePhysicalMemory (KiB) * 1024
+    # Optional keys (issue 12); a snapshot without them gives Unknown("… not in this snapshot")
+    model: str | Unknown = NOT_COLLECTED  # Win32_ComputerSystem.Model ("Virtual Machine")
+    manufacturer: str | Unknown = NOT_COLLECTED  # Win32_ComputerSystem.Manufacturer
+    logical_processors: int | Unknown = NOT_COLLECTED  # …NumberOfLogicalProcessors
+    # the "Hyper-V Hypervisor" performance counters exist only where that hypervisor runs
+    # in this partition: True/False here, whatever HypervisorPresent (a guest's bit) says
+    hypervisor_counters: bool | Unknown = NOT_COLLECTED
+    chassis_asset_tag: str | Unknown = NOT_COLLECTED  # Win32_SystemEnclosure.SMBIOSAssetTag
+    secure_boot: bool | Unknown = NOT_COLLECTED  # Confirm-SecureBootUEFI
+    tpm_present: bool | Unknown = NOT_COLLECTED  # Get-Tpm .TpmPresent
+    vm_inventory: Unknown | None = None  # None: Get-VM answered; Unknown(reason) when it failed
+    caller_may_manage_vms: bool | Unknown = NOT_COLLECTED  # Administrators or S-1-5-32-578
+
+    @property
+    def machine_is_vm(self) -> bool | Unknown:
+        """Is this Windows itself a VM? From Model/Manufacturer (strong evidence), in order."""
+        model, maker = self.model, self.manufacturer
+        if isinstance(model, Unknown) and isinstance(maker, Unknown):
+            return model
+        text = " ".join(v for v in (model, maker) if isinstance(v, str)).casefold()
+        if any(sig in text for sig in VM_SIGNATURES):
+            return True
+        if isinstance(model, Unknown) or isinstance(maker, Unknown):
+            return Unknown("Win32_ComputerSystem Model/Manufacturer only partly known")
+        return False
+
+    @property
+    def is_azure(self) -> bool | Unknown:
+        """An Azure VM: its SMBIOS chassis asset tag is Azure's fixed one."""
+        tag = self.chassis_asset_tag
+        if isinstance(tag, Unknown):
+            return tag
+        return tag.strip() == AZURE_ASSET_TAG
+
+    @property
+    def own_hypervisor_running(self) -> bool | Unknown:
+        """Does *this* machine's Hyper-V hypervisor run?
+
+        The Hyper-V Hypervisor counters answer directly. Without them,
+        HypervisorPresent answers on a physical machine (and, as before, when
+        nothing says what the machine is); inside a VM it is the parent's
+        hypervisor bit, so it proves nothing.
+        """
+        if not isinstance(self.hypervisor_counters, Unknown):
+            return self.hypervisor_counters
+        if self.machine_is_vm is True:
+            return Unknown(
+                "this machine is a VM, where HypervisorPresent is its parent's; the Hyper-V "
+                f"Hypervisor counters could not be read ({self.hypervisor_counters.reason})"
+            )
+        return self.hypervisor_present
 
     @property
     def cpu_vendor(self) -> str | Unknown:
@@ -87,6 +157,9 @@ class HyperVVmFacts:
     maximum_bytes: int
     adapters: tuple[NetworkAdapter, ...]
     checkpoints: tuple[Checkpoint, ...]
+    # Get-NetNat inside the guest (PowerShell Direct), when it was read: NAT names.
+    # None: not looked at (the usual case); Unknown: looked, could not read.
+    guest_nat: tuple[str, ...] | Unknown | None = None
 
     @property
     def is_off(self) -> bool:
@@ -195,6 +268,18 @@ class _Parser:
             return Unknown(f"{path}.{key} is null")
         return self.typed(value, f"{path}.{key}", kind)
 
+    def opt_fact(self, section: dict[str, Any] | Unknown, key: str, path: str, kind: str) -> Any:
+        """Like `fact`, for a key newer than the format's first version: absent → not collected."""
+        if isinstance(section, dict) and key not in section:
+            return NOT_COLLECTED
+        return self.fact(section, key, path, kind)
+
+    def opt_section(self, obj: dict[str, Any], key: str) -> dict[str, Any] | Unknown:
+        """An optional host section: absent → not collected; null → not available here."""
+        if key not in obj:
+            return NOT_COLLECTED
+        return self.section(obj, key, first_of_list=True, nullable=True)
+
     def typed(self, value: Any, path: str, kind: str) -> Any:
         if kind == "bool":
             if not isinstance(value, bool):
@@ -264,7 +349,9 @@ def parse_host(p: _Parser, doc: dict[str, Any]) -> HyperVHostFacts:
     feature = p.key(host, "HyperVFeatureState", "host")
     feature_state: str | Unknown
     if (marker := p.unknown_marker(feature)) is not None:
-        feature_state = marker
+        # Windows Home has no Hyper-V: Get-WindowsOptionalFeature fails with
+        # "Feature name Microsoft-Hyper-V is unknown." — an answer, not a failure to read
+        feature_state = NOT_AVAILABLE if _FEATURE_UNKNOWN.search(marker.reason) else marker
     elif feature is None:
         feature_state = Unknown("the Hyper-V feature state could not be read")
     else:
@@ -279,6 +366,22 @@ def parse_host(p: _Parser, doc: dict[str, Any]) -> HyperVHostFacts:
         bcd_value = p.typed(bcd, "host.BcdHypervisorLoadOptions", "str")
     free_kib = p.fact(os_, "FreePhysicalMemory", osp, "int")
     return HyperVHostFacts(
+        model=p.opt_fact(cs, "Model", csp, "str"),
+        manufacturer=p.opt_fact(cs, "Manufacturer", csp, "str"),
+        logical_processors=p.opt_fact(cs, "NumberOfLogicalProcessors", csp, "int"),
+        hypervisor_counters=_counters(p, host),
+        chassis_asset_tag=p.opt_fact(
+            p.opt_section(host, "Win32_SystemEnclosure"),
+            "SMBIOSAssetTag",
+            "host.Win32_SystemEnclosure",
+            "str",
+        ),
+        secure_boot=_optional_host_fact(p, host, "SecureBootUEFI", "bool"),
+        tpm_present=p.opt_fact(
+            p.opt_section(host, "Get-Tpm"), "TpmPresent", "host.Get-Tpm", "bool"
+        ),
+        vm_inventory=_vm_inventory(p, host),
+        caller_may_manage_vms=_optional_host_fact(p, host, "CallerMayManageVMs", "bool"),
         name=name,
         build=p.fact(os_, "BuildNumber", osp, "build"),
         os_caption=p.fact(os_, "Caption", osp, "str"),
@@ -294,6 +397,47 @@ def parse_host(p: _Parser, doc: dict[str, Any]) -> HyperVHostFacts:
         total_physical_memory_bytes=p.fact(cs, "TotalPhysicalMemory", csp, "int"),
         free_physical_memory_bytes=(free_kib if isinstance(free_kib, Unknown) else free_kib * KIB),
     )
+
+
+NOT_AVAILABLE = "NotAvailable"  # HyperVFeatureState: this edition has no Microsoft-Hyper-V
+_FEATURE_UNKNOWN = re.compile(r"(?i)feature name \S*hyper-v\S* is unknown")
+HV_COUNTERS = "Win32_PerfFormattedData_HvStats_HyperVHypervisor"
+
+
+def _counters(p: _Parser, host: dict[str, Any]) -> bool | Unknown:
+    """The Hyper-V Hypervisor counters: an object (they exist: the hypervisor runs here),
+    null (no instance: it does not), an unknown marker, or absent (older snapshot)."""
+    if HV_COUNTERS not in host:
+        return NOT_COLLECTED
+    value = host[HV_COUNTERS]
+    if (marker := p.unknown_marker(value)) is not None:
+        return marker
+    if value is None or value == []:
+        return False
+    p.obj(value, f"host.{HV_COUNTERS}", first_of_list=True)
+    return True
+
+
+def _optional_host_fact(p: _Parser, host: dict[str, Any], key: str, kind: str) -> Any:
+    if key not in host:
+        return NOT_COLLECTED
+    value = host[key]
+    if (marker := p.unknown_marker(value)) is not None:
+        return marker
+    if value is None:
+        return Unknown(f"host.{key} is null")
+    return p.typed(value, f"host.{key}", kind)
+
+
+def _vm_inventory(p: _Parser, host: dict[str, Any]) -> Unknown | None:
+    """host.VmInventory: null or absent when Get-VM answered; {"unknown": why} when it failed."""
+    value = host.get("VmInventory")
+    if value is None:
+        return None
+    marker = p.unknown_marker(value)
+    if marker is None:
+        p.fail("host.VmInventory", f'expected null or {{"unknown": "reason"}}, got {_jtype(value)}')
+    return marker
 
 
 def _as_list(p: _Parser, value: Any, path: str) -> list[Any]:
@@ -360,7 +504,19 @@ def parse_vm(p: _Parser, raw: Any, path: str) -> HyperVVmFacts:
                 snapshot_type=None if stype is None else p.enum(stype, f"{sp}[{i}].SnapshotType"),
             )
         )
+    guest_nat: tuple[str, ...] | Unknown | None = None
+    if "Get-NetNat" in vm:
+        raw_nat = vm["Get-NetNat"]
+        if (marker := p.unknown_marker(raw_nat)) is not None:
+            guest_nat = marker
+        else:
+            np_ = f"{path}.Get-NetNat"
+            guest_nat = tuple(
+                req(p.obj(n, f"{np_}[{i}]"), "Name", f"{np_}[{i}]", "str")
+                for i, n in enumerate(_as_list(p, raw_nat, np_))
+            )
     return HyperVVmFacts(
+        guest_nat=guest_nat,
         name=name,
         vm_id=vm_id,
         state=p.enum(p.key(gvm, "State", gp), f"{gp}.State"),

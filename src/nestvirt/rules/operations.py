@@ -31,9 +31,12 @@ that no nested guests run: nestvirt cannot see inside a VM):
     ...................... safe (warning: shrinking can starve nested guests)
   Hyper-V, judged (VM running; restore: always)
     migrate ....................................................... UNSAFE
-    save, restore, snapshot-revert, VM version >= 8.0 .... safe (warning:
-                                       Microsoft lifted it in builds 14361+)
-    save, restore, snapshot-revert, VM version < 8.0 or unknown ... UNSAFE
+    save, restore, snapshot-revert, VM version >= 8.0 and host build
+      not below 14361 ........................... safe (warning: Microsoft
+                                       lifted it in builds 14361+)
+    save, restore, snapshot-revert, VM version < 8.0 or unknown, or a
+      preview host (10565 <= build < 14361: the seed, exactly) .... UNSAFE
+    (rows and sources: nestvirt.rules.hyperv_table, `nestvirt explain NV-O02`)
     memory-resize (even with --no-nested-guests) .................. UNSAFE
 
 When whether the VM exposes the extensions could not be told (`exposes` is
@@ -49,6 +52,7 @@ from enum import StrEnum
 
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.rules import Check, Hit, Platform, Rule, Target, rule
+from nestvirt.rules.hyperv_table import LIFTED_BUILD, LIFTED_VERSION, preview_limits, versioned
 
 
 class Operation(StrEnum):
@@ -61,7 +65,7 @@ class Operation(StrEnum):
 
 # VM configuration version from which Microsoft's notes say save/restore and
 # applying checkpoints work with nesting enabled (Insider builds 14361+).
-HYPERV_LIFTED_VERSION = (8, 0)
+HYPERV_LIFTED_VERSION = LIFTED_VERSION  # one table: nestvirt.rules.hyperv_table
 
 NOT_READ = Unknown("not read")
 
@@ -88,6 +92,7 @@ class OperationFacts:
     host: str = "this host"  # whose capability and vendor these are
     # Hyper-V
     config_version: tuple[int, ...] | Unknown | None = None
+    host_build: int | Unknown | None = None  # the Hyper-V host's Windows build
 
 
 def normalize_vendor(vendor: str | None) -> str | Unknown:
@@ -301,22 +306,31 @@ def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
 
 
 def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
-    """Hyper-V save/restore and checkpoint-apply: failed in the preview, lifted for version 8.0."""
+    """Hyper-V save/restore and checkpoint-apply: failed in the preview, lifted for
+    build 14361 / VM version 8.0 (nestvirt.rules.hyperv_table)."""
     pre, what = _unknown_prefix(f), _what(f)
     version = f.config_version
     preview = (
         f"the Hyper-V nesting preview (build 10565) lists {what} as failing for a VM hosting VMs"
     )
-    if isinstance(version, tuple) and version >= HYPERV_LIFTED_VERSION:
-        shown = ".".join(map(str, version))
+    shown = ".".join(map(str, version)) if isinstance(version, tuple) else "unknown"
+    limits = preview_limits(f.host_build, version if isinstance(version, tuple) else None)
+    if limits is False:
         yield Hit(
             f"{pre}{_inside(f)}; {preview}, and Microsoft lifted it for VM configuration "
-            f"version 8.0 (Insider builds 14361+, June 2016: {lifted}); this VM is version {shown}",
+            f"version 8.0 (Insider builds {LIFTED_BUILD}+, June 2016: {lifted}); this VM is "
+            f"version {shown}",
             fix,
             severity=Severity.WARNING,
         )
         return
-    shown = "unknown" if not isinstance(version, tuple) else ".".join(map(str, version))
+    if isinstance(f.host_build, int) and f.host_build < LIFTED_BUILD:
+        yield Hit(
+            f"{pre}{_inside(f)}; {preview}, and this host runs preview build {f.host_build} "
+            f"(Microsoft lifted it from build {LIFTED_BUILD}, VM version 8.0)",
+            fix,
+        )
+        return
     yield Hit(
         f"{pre}{_inside(f)}; {preview}; Microsoft lifted it only for VM configuration version "
         f"8.0+ and this VM is version {shown}",
@@ -329,6 +343,7 @@ def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
 
 
 @op_rule("NV-O01", "live-migration-unsafe", (Operation.MIGRATE,))
+@versioned("NV-O01")
 def live_migration_unsafe(f: OperationFacts) -> Iterator[Hit]:
     """Live-migrating a VM that runs nested guests can crash it or them.
 
@@ -401,6 +416,7 @@ def _migrate(f: OperationFacts) -> Iterator[Hit]:
 
 
 @op_rule("NV-O02", "save-restore-unsafe", (Operation.SAVE, Operation.RESTORE))
+@versioned("NV-O02")
 def save_restore_unsafe(f: OperationFacts) -> Iterator[Hit]:
     """Saving a VM that runs nested guests, or restoring such an image, can crash it.
 
@@ -463,6 +479,7 @@ def _save_restore(f: OperationFacts) -> Iterator[Hit]:
 
 
 @op_rule("NV-O03", "checkpoint-apply-unsafe", (Operation.SNAPSHOT_REVERT,))
+@versioned("NV-O03")
 def checkpoint_apply_unsafe(f: OperationFacts) -> Iterator[Hit]:
     """Reverting a running VM to a snapshot can crash its nested guests.
 
@@ -518,6 +535,7 @@ def _revert(f: OperationFacts) -> Iterator[Hit]:
 
 
 @op_rule("NV-O04", "memory-resize-unsafe", (Operation.MEMORY_RESIZE,))
+@versioned("NV-O04")
 def memory_resize_unsafe(f: OperationFacts) -> Iterator[Hit]:
     """Changing the memory of a running VM that runs a hypervisor fails or starves its guests.
 
@@ -571,7 +589,7 @@ def _memory(f: OperationFacts) -> Iterator[Hit]:
             f"{_unknown_prefix(f)}{f.vm} exposes the virtualization extensions; Microsoft says "
             "that while Hyper-V runs inside a VM its memory cannot change at run time and the "
             f"attempt fails{asserted}",
-            f"Stop-VM {f.vm}; Set-VMMemory {f.vm} -StartupBytes SIZE; Start-VM {f.vm}",
+            _resize_fix(f.vm),
         )
         return
     yield Hit(
@@ -579,6 +597,17 @@ def _memory(f: OperationFacts) -> Iterator[Hit]:
         "from the L1 that holds its nested guests' memory (swap, OOM kills)",
         f"only grow {f.vm}'s memory, or shut its nested guests down first",
         severity=Severity.WARNING,
+    )
+
+
+def _resize_fix(vm: str) -> str:
+    """Stop, resize, start: the VM name a quoted literal (hyperv_ps.ps_quote's rules)."""
+    from nestvirt.backends.hyperv_ps import ps_quote
+
+    name = ps_quote(vm)
+    return (
+        f"Stop-VM -Name {name}; Set-VMMemory -VMName {name} -StartupBytes 8GB; "
+        f"Start-VM -Name {name}"
     )
 
 

@@ -14,10 +14,20 @@ from nestvirt.backends.hyperv_ps import ps_quote
 from nestvirt.facts.hyperv import GIB, HyperVHostFacts, HyperVVmFacts
 from nestvirt.model import Severity, Unknown
 from nestvirt.rules import Hit, Platform, Target, rules_of
+from nestvirt.rules.hyperv_table import (
+    AMD_VERSION,
+    LIFTED_BUILD,
+    LIFTED_VERSION,
+    is_preview_build,
+    preview_limits,
+    versioned,
+)
 
 MIN_MEMORY_BYTES = 4 * GIB
-MIN_VERSION_INTEL = (8, 0)
-MIN_VERSION_AMD = (9, 3)
+MIN_VERSION_INTEL = LIFTED_VERSION
+MIN_VERSION_AMD = AMD_VERSION
+# Checkpoint types that are not the user's to delete (Hyper-V Replica, recovery points)
+_NOT_USERS = ("replica", "recovery")
 
 
 def _gib(n: int) -> str:
@@ -35,6 +45,7 @@ vm_rule = rules_of(Target.VM, Platform.HYPERV)
 
 
 @vm_rule("NV-V01", "virt-extensions-hidden", Severity.ERROR)
+@versioned("NV-V01")
 def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM does not see the host's VT-x / AMD-V.
 
@@ -67,38 +78,62 @@ def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
 
 
 @vm_rule("NV-V02", "dynamic-memory", Severity.ERROR)
+@versioned("NV-V02")
 def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
-    """Dynamic memory is on: a VM running a hypervisor will not start.
+    """Dynamic memory is on: on a preview build the VM will not start; later it stays put.
 
     ## What it checks
-    `Get-VMMemory`'s `DynamicMemoryEnabled` is true. On Hyper-V this is an
-    **error** (the libvirt counterpart of this rule is a warning).
+    `Get-VMMemory`'s `DynamicMemoryEnabled` is true. On a preview host (build
+    below 14361) this is an **error**, as the seed said; on build 14361 and
+    later a **warning**; when the host's build is not known, a warning that
+    says so.
 
     ## Why it matters
-    The preview page: with nesting enabled, dynamic memory must be off or the VM
-    will not start; later guidance: while Hyper-V runs inside the VM its memory
-    only changes with the VM off, and dynamic memory does not fluctuate.
+    The preview page: with nesting enabled, dynamic memory must be off or the
+    VM will not start. Today's page: while Hyper-V runs inside the VM its
+    memory can only change with the VM off, so "even if dynamic memory is
+    enabled, the amount of memory will not fluctuate", and "simply enabling
+    nested virtualization will have no effect on dynamic memory". The VM
+    starts and keeps its Startup memory: worth knowing (the Maximum you set is
+    never reached), not a reason to call it not ready or to stop it.
 
     ## Example
-    `DynamicMemoryEnabled` true: an error. False: nothing.
+    Build 10586, `DynamicMemoryEnabled` true: an error. Build 26100: a
+    warning naming the Startup memory the VM keeps. False: nothing.
 
     ## Fix
-    With the VM off: `Set-VMMemory -VMName 'VM' -DynamicMemoryEnabled $false`.
+    With the VM off: `Set-VMMemory -VMName 'VM' -DynamicMemoryEnabled $false`
+    (and give it the Startup memory it needs). On 14361+ `nestvirt enable`
+    turns it off only when the VM is being stopped anyway.
 
     ## Sources
     The preview page, "Known issues" and FAQ ("the VM does not start");
-    REFERENCE.md, both scripts; later Microsoft guidance (memory changes only
-    with the VM off).
+    REFERENCE.md, both scripts; "What is Nested Virtualization for Hyper-V?",
+    "Dynamic Memory and Runtime Memory Resize".
     """
-    if vm.dynamic_memory_enabled:
+    if not vm.dynamic_memory_enabled:
+        return
+    fix = f"Set-VMMemory -VMName {ps_quote(vm.name)} -DynamicMemoryEnabled $false"
+    memory = f"startup {_gib(vm.startup_bytes)}, {_gib(vm.minimum_bytes)}–{_gib(vm.maximum_bytes)}"
+    preview = is_preview_build(host.build)
+    if preview is True:
         yield Hit(
-            f"VM {vm.name!r} has dynamic memory on (startup {_gib(vm.startup_bytes)}, "
-            f"{_gib(vm.minimum_bytes)}–{_gib(vm.maximum_bytes)}): with nesting it will not start",
-            f"Set-VMMemory -VMName {ps_quote(vm.name)} -DynamicMemoryEnabled $false",
+            f"VM {vm.name!r} has dynamic memory on ({memory}): on preview build {host.build} "
+            "a nesting VM with dynamic memory will not start",
+            fix,
         )
+        return
+    known = "" if preview is False else f" (if the host is build {LIFTED_BUILD} or later)"
+    yield Hit(
+        f"VM {vm.name!r} has dynamic memory on ({memory}): while Hyper-V runs inside it, its "
+        f"memory stays at the startup {_gib(vm.startup_bytes)} and does not fluctuate{known}",
+        fix,
+        Severity.WARNING,
+    )
 
 
 @vm_rule("NV-V03", "memory-below-4gib", Severity.WARNING)
+@versioned("NV-V03")
 def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM starts with less than 4 GiB of memory.
 
@@ -129,6 +164,7 @@ def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]
 
 
 @vm_rule("NV-V04", "mac-spoofing-blocked", Severity.WARNING)
+@versioned("NV-V04")
 def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """A network adapter drops frames from other MAC addresses: nested guests get no network.
 
@@ -141,9 +177,14 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
     cannot be turned on (public clouds), NAT inside the VM (an internal switch
     plus `New-NetNat`) is the alternative.
 
+    When the guest's own view was read (PowerShell Direct, `Get-NetNat` inside
+    the VM: the snapshot's per-VM `Get-NetNat`) and it has a NAT, the nested
+    guests do not need spoofing: info instead of a warning.
+
     ## Example
     An adapter "Network Adapter" with MacAddressSpoofing Off: a warning for it.
-    All adapters On, or no adapter: nothing.
+    The same with a NAT "NestedNAT" inside the guest: info. All adapters On, or
+    no adapter: nothing.
 
     ## Fix
     `Set-VMNetworkAdapter -VMName 'VM' -MacAddressSpoofing On` (or
@@ -154,8 +195,18 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
     Enable-NestedVm.ps1 (asks to turn spoofing on); later Microsoft guidance
     (MAC spoofing or NAT).
     """
+    nat = vm.guest_nat
     for adapter in vm.adapters:
-        if adapter.mac_address_spoofing != "On":
+        if adapter.mac_address_spoofing != "On" and isinstance(nat, tuple) and nat:
+            yield Hit(
+                f"VM {vm.name!r} adapter {adapter.name!r} has MAC address spoofing "
+                f"{adapter.mac_address_spoofing}, but the guest uses NAT "
+                f"({', '.join(repr(n) for n in nat)}): its nested guests reach the network "
+                "through it and need no spoofing",
+                None,
+                Severity.INFO,
+            )
+        elif adapter.mac_address_spoofing != "On":
             switch = f" on switch {adapter.switch_name!r}" if adapter.switch_name else ""
             yield Hit(
                 f"VM {vm.name!r} adapter {adapter.name!r}{switch} has MAC address spoofing "
@@ -167,77 +218,125 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
 
 
 @vm_rule("NV-V05", "saved-state", Severity.WARNING)
+@versioned("NV-V05")
 def saved_state(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM is in a saved state, which enabling nesting discards.
 
     ## What it checks
     `Get-VM`'s `State` is `Saved` (or another saved state: FastSaved,
-    SavedCritical, Hibernated…).
+    SavedCritical, Hibernated…). On a preview host (build < 14361) or a VM
+    below configuration version 8.0 it is a **warning**; on build 14361+ with
+    version 8.0+ it is **info**.
 
     ## Why it matters
-    The processor settings cannot change while a saved state exists, and a VM
-    that runs a hypervisor cannot be saved and restored anyway (preview page,
-    known issues). `nestvirt enable` removes the saved state — the memory of the
-    VM is lost, as if it had been powered off — after saying so.
+    The processor settings cannot change while a saved state exists:
+    `nestvirt enable` removes it — the memory of the VM is lost, as if it had
+    been powered off — after saying so. On the preview, a VM that runs a
+    hypervisor cannot be saved and restored anyway (preview page, known
+    issues); build 14361's notes: "you can now Save and Start nested-enabled
+    VMs" (version 8.0+).
 
     ## Example
-    State Saved: a warning. Off or Running: nothing.
+    State Saved on build 10586: a warning. State Saved, version 10.0, build
+    26100: info. Off or Running: nothing.
 
     ## Fix
     Start the VM and shut it down cleanly, or discard the state:
     `Remove-VMSavedState -VMName 'VM'`.
 
     ## Sources
-    The preview page, "Known issues" (save/restore fails); REFERENCE.md, both
-    scripts (Saved state check; Remove-VMSavedState).
+    The preview page, "Known issues" (save/restore fails); Microsoft's June 2016
+    notes, Builds 14361+ (Save and Start work); REFERENCE.md, both scripts
+    (Saved state check; Remove-VMSavedState).
     """
-    if vm.is_saved:
+    if not vm.is_saved:
+        return
+    fix = f"Remove-VMSavedState -VMName {ps_quote(vm.name)}"
+    if preview_limits(host.build, vm.version_tuple) is False:
         yield Hit(
-            f"VM {vm.name!r} is {vm.state}: enabling nesting discards its saved memory state",
-            f"Remove-VMSavedState -VMName {ps_quote(vm.name)}",
+            f"VM {vm.name!r} is {vm.state}: enabling nesting discards its saved memory state "
+            f"(saving a nesting VM works from build {LIFTED_BUILD} and version 8.0)",
+            fix,
+            Severity.INFO,
+        )
+    else:
+        yield Hit(
+            f"VM {vm.name!r} is {vm.state}: enabling nesting discards its saved memory state, "
+            "and on the preview (build < 14361 or VM version < 8.0) a nesting VM cannot be "
+            "saved and restored",
+            fix,
         )
 
 
 @vm_rule("NV-V06", "checkpoints-present", Severity.WARNING)
+@versioned("NV-V06")
 def checkpoints_present(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
-    """The VM has checkpoints; applying one to the running VM fails once it nests.
+    """The VM has checkpoints; on the preview, applying one to the running VM fails.
 
     ## What it checks
     `Get-VMSnapshot` lists checkpoints, or `Get-VM`'s `ParentCheckpointId` is
-    set.
+    set. A **warning** on a preview host (build < 14361) or a VM below
+    configuration version 8.0; **info** on build 14361+ with version 8.0+.
 
     ## Why it matters
     The preview page: once nesting is on, applying a checkpoint to a running VM
-    fails; standard checkpoints also save the memory of a VM that hosts other
-    VMs, which is not supported. Enable-NestedVm.ps1 never looked at them.
+    fails. Build 14361's notes: "creating and applying checkpoints now work for
+    VMs with nested virtualization enabled" (version 8.0+). Enable-NestedVm.ps1
+    never looked at them.
+
+    nestvirt never offers to delete every checkpoint: `Get-VMSnapshot |
+    Remove-VMSnapshot` also removes Hyper-V Replica and recovery checkpoints,
+    which are not the user's to lose. The fix names the user's own
+    checkpoints, one `Remove-VMSnapshot -Name` each, for the user to choose.
 
     ## Example
-    Two checkpoints ("Before update", "Standard"): a warning naming them.
-    None and no parent checkpoint: nothing.
+    Two standard checkpoints ("Before update", "Second") on build 10586: a
+    warning naming them. The same on build 26100, version 10.0: info. None and
+    no parent checkpoint: nothing.
 
     ## Fix
-    Remove checkpoints you no longer need
-    (`Get-VMSnapshot -VMName 'VM' | Remove-VMSnapshot`), and apply the others
-    only with the VM off.
+    On the preview: apply checkpoints only with the VM off, and remove the ones
+    you no longer need, by name (`Remove-VMSnapshot -VMName 'VM' -Name 'X'`).
+    From build 14361 on, nothing.
 
     ## Sources
     The preview page, "Known issues" (applying a checkpoint to a running VM
-    fails); REFERENCE.md, Get-NestedVirtStatus.ps1 (ParentCheckpointId check).
+    fails); Microsoft's June 2016 notes, Builds 14361+ (checkpoints work);
+    REFERENCE.md, Get-NestedVirtStatus.ps1 (ParentCheckpointId check).
     """
-    if vm.checkpoints or vm.parent_checkpoint_id:
-        if vm.checkpoints:
-            names = ", ".join(repr(c.name) for c in vm.checkpoints[:3])
-            more = f" and {len(vm.checkpoints) - 3} more" if len(vm.checkpoints) > 3 else ""
-            what = f"{len(vm.checkpoints)} checkpoint(s) ({names}{more})"
-        else:
-            what = f"a parent checkpoint ({vm.parent_checkpoint_id})"
+    if not (vm.checkpoints or vm.parent_checkpoint_id):
+        return
+    if vm.checkpoints:
+        names = ", ".join(repr(c.name) for c in vm.checkpoints[:3])
+        more = f" and {len(vm.checkpoints) - 3} more" if len(vm.checkpoints) > 3 else ""
+        what = f"{len(vm.checkpoints)} checkpoint(s) ({names}{more})"
+    else:
+        what = f"a parent checkpoint ({vm.parent_checkpoint_id})"
+    if preview_limits(host.build, vm.version_tuple) is False:
         yield Hit(
-            f"VM {vm.name!r} has {what}: applying a checkpoint while it runs nested VMs fails",
-            f"Get-VMSnapshot -VMName {ps_quote(vm.name)} | Remove-VMSnapshot",
+            f"VM {vm.name!r} has {what}: creating and applying checkpoints work with nesting "
+            f"(build {LIFTED_BUILD}+, version 8.0+)",
+            None,
+            Severity.INFO,
         )
+        return
+    users = [
+        c
+        for c in vm.checkpoints
+        if not any(t in (c.snapshot_type or "").lower() for t in _NOT_USERS)
+    ]
+    fix = "; ".join(
+        f"Remove-VMSnapshot -VMName {ps_quote(vm.name)} -Name {ps_quote(c.name)}" for c in users[:3]
+    )
+    yield Hit(
+        f"VM {vm.name!r} has {what}: on the preview (build < 14361 or VM version < 8.0) "
+        "applying a checkpoint while it runs nested VMs fails; apply them with the VM off",
+        fix or None,
+    )
 
 
 @vm_rule("NV-V07", "restart-required", Severity.INFO)
+@versioned("NV-V07")
 def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM is not off: changes take effect only after a full stop and start.
 
@@ -269,6 +368,7 @@ def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
 
 
 @vm_rule("NV-V08", "config-version-too-old", Severity.ERROR)
+@versioned("NV-V08")
 def config_version_too_old(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """The VM's configuration version is too old for nesting (8.0 Intel, 9.3 AMD).
 
