@@ -98,6 +98,7 @@ class HyperVSubject:
     ) -> None:
         self.options = options or HyperVOptions()
         self.progress = progress
+        self._host = host
         self.failures: list[str] = []  # guest steps that failed after the settings were stored
         self.transport = transport or hyperv.open_transport(
             host=host, snapshot=snapshot, user=user, password=password
@@ -125,6 +126,14 @@ class HyperVSubject:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a session that already failed
             self.transport.close()
+
+    def undo_command(self) -> str:
+        """`nestvirt undo VM --hyperv [HOST]`, quoted for a POSIX shell (the flow's hints)."""
+        import shlex
+
+        where = f"--hyperv {shlex.quote(self._host)}" if self._host else "--hyperv"
+        dashes = "-- " if self.name.startswith("-") else ""
+        return f"nestvirt undo {where} {dashes}{shlex.quote(self.name)}"
 
     # ------------------------------------------------------------ reading
 
