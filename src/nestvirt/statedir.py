@@ -60,6 +60,29 @@ def state_dir(*, create: bool = True) -> Path:
     return path
 
 
+STALE_TEMP_SECONDS = 600.0  # no atomic write takes this long: older temp files are leftovers
+
+
+def remove_stale_temp_files(path: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove the temp files of `path` a killed writer (kill -9) left behind.
+
+    Only this path's (`.NAME.*.tmp`, as atomic_write names them) and only old ones,
+    so a concurrent writer's file is never touched; the journal, written under its
+    lock, cleans its own at once (Journal.clean_temp_files).
+    """
+    import glob
+    import time
+
+    removed = 0
+    pattern = str(path.parent / f".{glob.escape(path.name)}.*.tmp")
+    for name in glob.glob(pattern, include_hidden=True):
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(name).st_mtime >= older_than:
+                os.unlink(name)
+                removed += 1
+    return removed
+
+
 def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, what: str = "") -> None:
     """Write `data` to `path` so readers see the old file or the new one, never half.
 
@@ -69,6 +92,7 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, what: str 
     """
     raw = data.encode() if isinstance(data, str) else data
     directory = path.parent
+    remove_stale_temp_files(path)
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

@@ -159,3 +159,18 @@ def test_lock_in_a_state_dir_that_cannot_be_written(
         lock.vm_lock("u", "x", "vm"),
     ):
         pass
+
+
+def test_atomic_write_removes_its_stale_temp_files_only(tmp_path: Path) -> None:
+    import time
+
+    stale = tmp_path / ".f.json.abc12345.tmp"
+    fresh = tmp_path / ".f.json.def67890.tmp"  # maybe a writer at work right now
+    other = tmp_path / ".g.json.abc12345.tmp"
+    for path in (stale, fresh, other):
+        path.write_text("half")
+    old = time.time() - 2 * statedir.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    statedir.atomic_write(tmp_path / "f.json", "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, other.name, "f.json"]
