@@ -37,15 +37,23 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 @click.option("--direct", is_flag=True, help="Boot with QEMU directly instead of libvirt.")
 @click.option("--connect", "-c", metavar="URI", default="qemu:///system", show_default=True)
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds for the VM.")
+@click.option(
+    "--identity",
+    type=click.Choice(["aws", "gce", "vmware", "virtualbox", "azure", "tcg"]),
+    help="Instead: boot the lab VM (TCG, QEMU directly) with this parent's SMBIOS identity and "
+    "print what `python -m nestvirt.guestside` names inside (nestvirt.guestside/1).",
+)
 def command(
     as_json: bool, no_expose: bool, accel: str, keep: bool, kernel: str | None, direct: bool,
-    connect: str, timeout: float,
+    connect: str, timeout: float, identity: str | None,
 ) -> int:  # fmt: skip
     """Build a lab VM from this host's packages, expose the extensions, boot it,
     run the KVM probe inside it (the nested VM) and report every depth.
 
     Exit 0: the nested guest ran; 1: it did not; 2: usage or connection error.
     """
+    if identity is not None:
+        return _identity(identity, kernel, min(timeout, 600.0), as_json)
     from nestvirt.lab.run import LabOptions, run_lab
 
     options = LabOptions(
@@ -61,6 +69,23 @@ def command(
             click.echo(f"nestvirt: {note}", err=True)
         _print_human(result)
     return int(ExitCode.READY if result.ok else ExitCode.NOT_READY)
+
+
+def _identity(name: str, kernel: str | None, timeout: float, as_json: bool) -> int:
+    from nestvirt.guestside import render
+    from nestvirt.lab.identity import boot_identity
+
+    say = _progress(not as_json and sys.stderr.isatty())
+    doc, outcome = boot_identity(name, timeout=timeout, kernel=kernel, progress=say)
+    if doc is None or "findings" not in doc:
+        why = outcome.error or (doc or {}).get("error") or "no report"
+        click.echo(f"nestvirt: lab VM as {name} gave no guestside report: {why}", err=True)
+        return int(ExitCode.NOT_READY)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"lab VM as {name} ({outcome.seconds:.1f} s): {render(doc)}")
+    return int(ExitCode.READY)
 
 
 def _print_human(result: object) -> None:

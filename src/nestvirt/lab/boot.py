@@ -71,10 +71,12 @@ def _feed(reader: MarkerReader, text: str, outcome: BootOutcome, t0: float, even
 
 
 def boot_direct(
-    xml: str, timeout: float, event: Event, *, until_booted: bool = False
-) -> BootOutcome:
-    """Run QEMU on this definition; stop at the report (or at BOOTED with until_booted)."""
-    args = domain.qemu_args(xml)
+    xml: str, timeout: float, event: Event, *, until_booted: bool = False,
+    smbios: tuple[str, ...] = (),
+) -> BootOutcome:  # fmt: skip
+    """Run QEMU on this definition; stop at the report (or at BOOTED with until_booted).
+    `smbios`: `-smbios` entries, the firmware identity the guest sees (lab/identity.py)."""
+    args = domain.qemu_args(xml, smbios=smbios)
     outcome = BootOutcome()
     reader = MarkerReader()
     t0 = time.monotonic()

@@ -32,6 +32,7 @@ class LabSpec:
     console_log: Path | None  # <serial type='file'> (libvirt); None: serial on stdio (direct)
     memory_mib: int = MEMORY_MIB
     boot_test: bool = False
+    guestside: bool = False  # run `python -m nestvirt.guestside` instead of the nested probe
 
 
 def hidden_extension(spec: LabSpec) -> str:
@@ -42,7 +43,8 @@ def hidden_extension(spec: LabSpec) -> str:
 
 
 def cmdline(spec: LabSpec) -> str:
-    return CMDLINE + (" nestvirt.lab=boot-test" if spec.boot_test else "")
+    mode = " nestvirt.lab=boot-test" if spec.boot_test else ""
+    return CMDLINE + mode + (" nestvirt.lab=guestside" if spec.guestside else "")
 
 
 def base_xml(spec: LabSpec) -> str:
@@ -127,8 +129,11 @@ def facts_of(xml: str, spec: LabSpec, uri: str) -> LibvirtVmFacts:
     )
 
 
-def qemu_args(xml: str, *, qemu: str = "qemu-system-x86_64") -> list[str]:
-    """`qemu-system-x86_64` arguments (a list, never a shell string) for this definition."""
+def qemu_args(
+    xml: str, *, qemu: str = "qemu-system-x86_64", smbios: tuple[str, ...] = ()
+) -> list[str]:
+    """`qemu-system-x86_64` arguments (a list, never a shell string) for this definition;
+    each `smbios` entry becomes one `-smbios` option (a firmware identity, lab/identity.py)."""
     root = ET.fromstring(xml)
     cpu = root.find("cpu")
     if cpu is not None and cpu.get("mode") == "host-passthrough":
@@ -146,4 +151,5 @@ def qemu_args(xml: str, *, qemu: str = "qemu-system-x86_64") -> list[str]:
         "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot",
         "-kernel", root.findtext("os/kernel") or "", "-initrd", root.findtext("os/initrd") or "",
         "-append", root.findtext("os/cmdline") or "",
+        *(arg for entry in smbios for arg in ("-smbios", entry)),
     ]  # fmt: skip

@@ -61,6 +61,9 @@ mount -t devtmpfs devtmpfs /dev
 echo {booted}
 case " $(cat /proc/cmdline) " in
   *" nestvirt.lab=boot-test "*) poweroff -f ;;
+  *" nestvirt.lab=guestside "*)
+    python3 -S -m nestvirt.guestside --framed || printf '%s' '{fallback}'
+    poweroff -f ;;
 esac
 python3 -S -m nestvirt.lab.guest || printf '%s' '{fallback}'
 poweroff -f

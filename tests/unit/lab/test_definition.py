@@ -88,3 +88,21 @@ def test_module_load_order(tmp_path: Path) -> None:
     module("ccp", "")
     index = kmod.module_index(tmp_path)
     assert kmod.load_order(["kvm_amd"], index) == ["ccp", "irqbypass", "kvm", "kvm_amd"]
+
+
+def test_smbios_identity_and_guestside_mode_reach_qemu_and_the_kernel() -> None:
+    from nestvirt.lab import domain as lab_domain
+
+    spec = lab_domain.LabSpec("n", "tcg", None, Path("/k"), Path("/i"), None, guestside=True)
+    xml = lab_domain.base_xml(spec)
+    args = lab_domain.qemu_args(
+        xml, smbios=("type=1,manufacturer=VMware,, Inc.", "type=0,vendor=X")
+    )
+    assert args[-4:] == [
+        "-smbios",
+        "type=1,manufacturer=VMware,, Inc.",
+        "-smbios",
+        "type=0,vendor=X",
+    ]
+    assert "nestvirt.lab=guestside" in args[args.index("-append") + 1]
+    assert "-smbios" not in lab_domain.qemu_args(xml)
