@@ -86,6 +86,11 @@ def status(
     if hyperv is not None or snapshot is not None:
         if host_only and vm_names:
             raise UsageError("--host-only takes no VM names")
+        if snapshot is not None and hyperv is None:
+            from nestvirt import linux_snapshot
+
+            if linux_snapshot.sniff(snapshot):  # nestvirt collect --linux
+                return linux_snapshot.status_report(snapshot, vm_names, host_only=host_only)
         from nestvirt.backends import hyperv as hv
 
         report = hv.status_report(host=hyperv or None, snapshot=snapshot, vm_names=vm_names)

@@ -25,9 +25,17 @@ from nestvirt.cli import options
     help="Snapshot file to write (replaced atomically).",
 )
 @options.user
+@click.option(
+    "--linux",
+    is_flag=True,
+    help="Instead: this Linux/KVM machine's nestvirt.linux-snapshot/1 (a bug report's facts).",
+)
 @click.argument("vms", nargs=-1)
-def command(hyperv: str, output: str, user: str | None, vms: tuple[str, ...]) -> int:
-    """Write the nestvirt.hyperv-snapshot/1 of a Hyper-V host (and its VMs, or only VMS)."""
+def command(hyperv: str, output: str, user: str | None, linux: bool, vms: tuple[str, ...]) -> int:
+    """Write the nestvirt.hyperv-snapshot/1 of a Hyper-V host (and its VMs, or only VMS),
+    or with --linux the nestvirt.linux-snapshot/1 of this Linux machine."""
+    if linux:
+        return _linux(output, hyperv, user, vms)
     from nestvirt.backends import hyperv as backend
 
     snap = backend.collect_snapshot(
@@ -35,4 +43,18 @@ def command(hyperv: str, output: str, user: str | None, vms: tuple[str, ...]) ->
     )
     where = hyperv or "this computer"
     click.echo(f"wrote {output}: host {snap.host.name} ({where}), {len(snap.vms)} VM(s)", err=True)
+    return 0
+
+
+def _linux(output: str, hyperv: str, user: str | None, vms: tuple[str, ...]) -> int:
+    from nestvirt import linux_snapshot
+    from nestvirt.errors import UsageError
+
+    if hyperv or user or vms:
+        raise UsageError("--linux collects this machine: no --hyperv, --user or VM names")
+    doc = linux_snapshot.collect()
+    linux_snapshot.write(output, doc)
+    running = len(doc["qemu"]["processes"])
+    click.echo(f"wrote {output}: Linux host {doc['host']['facts']['hostname']}, "
+               f"{running} QEMU process(es)", err=True)  # fmt: skip
     return 0

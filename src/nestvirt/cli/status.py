@@ -13,7 +13,7 @@ from nestvirt.errors import ExitCode
 @options.connect
 @click.option("--host-only", is_flag=True, help="Report the host only.")
 @options.hyperv(metavar="HOST")
-@options.snapshot("Analyse a collected Hyper-V snapshot offline.")
+@options.snapshot("Analyse a collected snapshot offline (Hyper-V, or `collect --linux`).")
 @options.json_output("Print nestvirt.status/1 JSON.")
 @click.option(
     "--timeout",
