@@ -424,8 +424,8 @@ def parent_qemu_tcg(g: GuestFacts) -> Iterator[Hit]:
     ## Why it matters
     TCG emulates AMD SVM (not Intel VMX): a guest with an AMD CPU model and
     `svm` can run `kvm_amd` and nested guests. Everything is emulated: tens of
-    times slower than KVM (the lab VM here: ~1 s to boot under KVM vs 6–10 s
-    under TCG, and each nested exit costs far more).
+    times slower than KVM (measured by `nestvirt lab` here: a guest exit costs
+    7.6 µs with KVM at depth 1 and 315 µs inside the TCG lab VM, about 40×).
 
     ## Example
     The `nestvirt lab` VM under TCG: `TCGTCGTCGTCG`, CPU model EPYC.
