@@ -21,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +41,10 @@ from nestvirt.backends.hyperv_transport import (
     RemoteTransport,
     SnapshotTransport,
     Transport,
+    one_line,
     open_transport,
 )
-from nestvirt.errors import NotFound, UsageError
+from nestvirt.errors import NotFound, PermissionRequired, UsageError
 from nestvirt.facts.hyperv import (
     GIB,
     HyperVHostFacts,
@@ -393,30 +396,32 @@ def plan_enable(
             c.action in ("stop-vm", "remove-saved-state") for c in changes
         )
         start = f"Start-VM -Name {ps_quote(name)}; " if will_be_off else ""
+        direct = (
+            f"Invoke-Command -VMName {ps_quote(name)} -Credential (Get-Credential) -ScriptBlock"
+        )
         changes.append(
             HyperVChange(
                 action="install-hypervisor",
                 codes=(),
                 command=(
-                    f"{start}Invoke-Command -VMName {ps_quote(name)} -Credential (Get-Credential) "
-                    "-ScriptBlock { Enable-WindowsOptionalFeature -FeatureName Microsoft-Hyper-V "
-                    "-Online -NoRestart }"
+                    f"{start}{direct} {{ Enable-WindowsOptionalFeature -Online -FeatureName "
+                    "Microsoft-Hyper-V -All -NoRestart }  # Windows Server guests: "
+                    "Install-WindowsFeature -Name Hyper-V -IncludeManagementTools"
                 ),
-                summary="start the VM and enable the Hyper-V feature inside it (PowerShell Direct; "
-                "asks for the guest's credentials)",
+                summary="start the VM and enable Hyper-V inside it (PowerShell Direct; asks "
+                "for the guest's credentials), then check the guest's own view",
                 script="install-hypervisor",
             )
         )
         if restart:
             changes.append(
-                _vm_change(
-                    "restart-vm",
-                    (),
-                    name,
-                    "Restart-VM",
-                    {"Force": None},
-                    "restart the VM so its hypervisor starts",
-                    name_param="Name",
+                HyperVChange(
+                    action="restart-vm",
+                    codes=(),
+                    command=f"{direct} {{ Restart-Computer -Force }}",
+                    summary="restart Windows inside the VM so its hypervisor starts, then "
+                    "check from inside that it runs",
+                    script="restart-guest",
                 )
             )
         else:
@@ -477,17 +482,85 @@ def _guest_credentials(given: tuple[str, str] | None) -> tuple[str, str]:
     return user, getpass.getpass(f"Password for {user} in the VM: ")
 
 
+GUEST_TIMEOUT = 600.0  # seconds PowerShell Direct may take to answer (a booting guest)
+GUEST_RETRY = 5.0
+_CREDENTIAL_ERRORS = re.compile(
+    r"(?i)credential is invalid|user name or password is incorrect|logon failure|"
+    r"InvalidCredential|password is incorrect"
+)
+
+
+@dataclass
+class GuestClock:
+    """Time for the PowerShell Direct retries; tests pass one that does not sleep."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _guest(
+    transport: Transport,
+    script: str,
+    vm_id: str,
+    credentials: tuple[str, str],
+    clock: GuestClock,
+    doing: str,
+    *,
+    ready: Callable[[dict[str, Any]], bool] = lambda _answer: True,
+) -> dict[str, Any]:
+    """Run a PowerShell Direct script until the guest answers (and `ready`), or fail.
+
+    A wrong user or password fails at once (PermissionRequired): retrying cannot
+    help. Anything else (the guest still booting, its session broken by a
+    restart) is retried every GUEST_RETRY seconds until GUEST_TIMEOUT.
+    """
+    user, password = credentials
+    deadline = clock.now() + GUEST_TIMEOUT
+    while True:
+        answer = transport.run_script(script, {"vm_id": vm_id, "user": user, "password": password})
+        if not isinstance(answer, dict):
+            raise PowerShellError(f"{doing}: unexpected answer from PowerShell Direct")
+        if answer.get("ok") and ready(answer):
+            return answer
+        error = one_line(str(answer.get("error") or "the guest is not ready yet"))
+        if _CREDENTIAL_ERRORS.search(f"{error} {answer.get('error_id') or ''}"):
+            raise PermissionRequired(
+                f"{doing}: the guest refused the credentials of {user!r} ({error}); "
+                f"check {ENV_GUEST_USER} / {ENV_GUEST_PASSWORD}"
+            )
+        if clock.now() >= deadline:
+            raise PowerShellError(f"{doing}: no answer within {GUEST_TIMEOUT:.0f} s ({error})")
+        clock.sleep(GUEST_RETRY)
+
+
 def _run_change(
     transport: Transport,
     vm_id: str,
     change: HyperVChange,
     guest_credentials: tuple[str, str] | None,
+    clock: GuestClock | None = None,
 ) -> None:
+    clock = clock or GuestClock()
     if change.script == "install-hypervisor":
-        user, password = _guest_credentials(guest_credentials)
-        transport.run_script(
-            hyperv_ps.INSTALL_HYPERVISOR_SCRIPT,
-            {"vm_id": vm_id, "user": user, "password": password, "timeout_seconds": 600},
+        creds = _guest_credentials(guest_credentials)
+        _guest(transport, hyperv_ps.INSTALL_HYPERVISOR_SCRIPT, vm_id, creds, clock, "install")
+        view = _guest(transport, hyperv_ps.GUEST_CHECK_SCRIPT, vm_id, creds, clock, "check")
+        if view.get("HyperVFeatureState") not in ("Enabled", "EnablePending"):
+            raise PowerShellError(
+                "Hyper-V is not installed in the guest after the install step (the guest "
+                f"reports {view.get('HyperVFeatureState')!r})"
+            )
+    elif change.script == "restart-guest":
+        creds = _guest_credentials(guest_credentials)
+        _guest(transport, hyperv_ps.RESTART_GUEST_SCRIPT, vm_id, creds, clock, "restart")
+        _guest(
+            transport,
+            hyperv_ps.GUEST_CHECK_SCRIPT,
+            vm_id,
+            creds,
+            clock,
+            "the check after the restart (the guest's hypervisor must run)",
+            ready=lambda a: bool(a.get("HypervisorRunning")),
         )
     elif change.script == "adapter-spoofing":
         args = dict(change.script_args)
@@ -531,6 +604,7 @@ def apply_plan(
     journal: Callable[[dict[str, Any]], None] | None = None,
     guest_credentials: tuple[str, str] | None = None,
     progress: Callable[[HyperVChange], None] | None = None,
+    clock: GuestClock | None = None,
 ) -> dict[str, Any]:
     """Run a plan from `plan_enable`, change by change; return the undo record.
 
@@ -566,7 +640,7 @@ def apply_plan(
         if progress:
             progress(change)
         try:
-            _run_change(transport, vm.vm_id, change, guest_credentials)
+            _run_change(transport, vm.vm_id, change, guest_credentials, clock)
         except PowerShellError as exc:
             done = ", ".join(record["applied"]) or "nothing"
             raise PowerShellError(
@@ -711,6 +785,7 @@ __all__ = [
     "ENV_GUEST_USER",
     "ENV_PASSWORD",
     "ENV_USER",
+    "GuestClock",
     "HyperVChange",
     "LocalTransport",
     "PowerShellError",

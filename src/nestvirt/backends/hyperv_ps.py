@@ -104,22 +104,46 @@ WRITE_CMDLETS = (
 # Windows PowerShell 5.1 compatible. `Out-NvJson` writes ASCII-only JSON
 # (non-ASCII as \uXXXX) so no console code page can mangle a VM name.
 
-_PRELUDE = r"""
+# The JSON a script answers with is framed by these two markers: a warning line
+# ("WARNING: Restart is suppressed…"), a cmdlet's stray output or a profile's
+# banner before or after it cannot corrupt it (`extract_json`).
+JSON_BEGIN = "<nestvirt-json>"
+JSON_END = "</nestvirt-json>"
+
+_PRELUDE = (
+    r"""
 param([string]$ArgsJson)
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'
+$InformationPreference = 'SilentlyContinue'
+$VerbosePreference = 'SilentlyContinue'
 $NvArgs = $ArgsJson | ConvertFrom-Json
 function Out-NvJson($Value) {
     $json = ConvertTo-Json -InputObject $Value -Depth 8 -Compress
-    [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+    $json = [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+    '"""
+    + JSON_BEGIN
+    + r"""' + $json + '"""
+    + JSON_END
+    + r"""'
 }
 function NvText($Value) { if ($null -eq $Value) { $null } else { $Value.ToString() } }
 """
+)
 
 COLLECT_SCRIPT = (
     _PRELUDE
     + r"""
 function NvUnknown([string]$Reason) { [ordered]@{ unknown = $Reason } }
+function NvTry([string]$What, [scriptblock]$Block) {
+    try { & $Block } catch { NvUnknown ($What + ': ' + $_.Exception.Message) }
+}
+# Administrators (elevated) or Hyper-V Administrators (S-1-5-32-578) may list VMs;
+# anyone else gets an empty Get-VM, silently.
+$me = [Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()
+$mayManage = $me.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator) -or
+    $me.IsInRole([Security.Principal.SecurityIdentifier]'S-1-5-32-578')
 $cs = Get-CimInstance -ClassName Win32_ComputerSystem
 $cpu = @(Get-CimInstance -ClassName Win32_Processor)
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
@@ -149,11 +173,28 @@ if ($bcdCode -eq 0) {
         if ("$line" -match '^hypervisorloadoptions\s+(.*)$') { $bcd = $Matches[1].Trim() }
     }
 } else { $bcd = NvUnknown ('bcdedit: ' + (($bcdOut | Out-String).Trim())) }
+$hvCounters = NvTry 'Hyper-V Hypervisor counters' {
+    $c = @(Get-CimInstance -ClassName Win32_PerfFormattedData_HvStats_HyperVHypervisor)
+    if ($c.Count -gt 0) { [ordered]@{ LogicalProcessors = [int]$c[0].LogicalProcessors } }
+    else { $null }
+}
+$enclosure = NvTry 'Win32_SystemEnclosure' {
+    [ordered]@{ SMBIOSAssetTag = NvText (Get-CimInstance -ClassName Win32_SystemEnclosure |
+        Select-Object -First 1).SMBIOSAssetTag }
+}
+$secureBoot = NvTry 'Confirm-SecureBootUEFI' { [bool](Confirm-SecureBootUEFI) }
+$tpm = NvTry 'Get-Tpm' { [ordered]@{ TpmPresent = [bool](Get-Tpm).TpmPresent } }
 $vms = @()
-if (Get-Command -Name Get-VM -ErrorAction SilentlyContinue) { $vms = @(Get-VM) }
+$inventory = $null
+if (-not (Get-Command -Name Get-VM -ErrorAction SilentlyContinue)) {
+    $inventory = NvUnknown 'Get-VM: the Hyper-V PowerShell module is not installed'
+} else {
+    try { $vms = @(Get-VM -ErrorAction Stop) }
+    catch { $inventory = NvUnknown ('Get-VM: ' + $_.Exception.Message) }
+}
 $wanted = @($NvArgs.vm_names | Where-Object { $null -ne $_ })
 if ($wanted.Count -gt 0) { $vms = @($vms | Where-Object { $wanted -contains $_.Name }) }
-$vmOut = @(foreach ($vm in $vms) {
+$vmOut = @(foreach ($vm in $vms) { try {
     $proc = Get-VMProcessor -VM $vm
     $mem = Get-VMMemory -VM $vm
     [ordered]@{
@@ -180,13 +221,20 @@ $vmOut = @(foreach ($vm in $vms) {
             [ordered]@{ Name = $_.Name; SnapshotType = NvText $_.SnapshotType }
         })
     }
-})
+} catch {
+    # a VM that vanished or cannot be read: the others and the host report stand
+    if ($null -eq $inventory) {
+        $inventory = NvUnknown ("VM '" + $vm.Name + "': " + $_.Exception.Message)
+    }
+} })
 Out-NvJson ([ordered]@{
     schema = 'nestvirt.hyperv-snapshot/1'
     host = [ordered]@{
         Win32_ComputerSystem = [ordered]@{
             Name = $cs.Name; HypervisorPresent = $cs.HypervisorPresent
             TotalPhysicalMemory = $cs.TotalPhysicalMemory
+            Model = $cs.Model; Manufacturer = $cs.Manufacturer
+            NumberOfLogicalProcessors = $cs.NumberOfLogicalProcessors
         }
         Win32_Processor = @($cpu | ForEach-Object { [ordered]@{
             Manufacturer = $_.Manufacturer; Name = $_.Name
@@ -200,6 +248,12 @@ Out-NvJson ([ordered]@{
         Win32_DeviceGuard = $deviceGuard
         HyperVFeatureState = $feature
         BcdHypervisorLoadOptions = $bcd
+        Win32_PerfFormattedData_HvStats_HyperVHypervisor = $hvCounters
+        Win32_SystemEnclosure = $enclosure
+        SecureBootUEFI = $secureBoot
+        'Get-Tpm' = $tpm
+        CallerMayManageVMs = [bool]$mayManage
+        VmInventory = $inventory
     }
     vms = $vmOut
 })
@@ -241,36 +295,94 @@ Out-NvJson $null
 """
 )
 
-# The page's step 3 over PowerShell Direct: start the VM if needed, wait until
-# the guest answers, enable the Hyper-V feature inside it (no restart here).
-INSTALL_HYPERVISOR_SCRIPT = (
-    _PRELUDE
-    + r"""
-$vm = Get-VM -Id $NvArgs.vm_id
-if ($vm.State -ne 'Running') { Start-VM -VM $vm }
-$secret = ConvertTo-SecureString -String $NvArgs.password -AsPlainText -Force
-$cred = New-Object System.Management.Automation.PSCredential ($NvArgs.user, $secret)
-$deadline = (Get-Date).AddSeconds([int]$NvArgs.timeout_seconds)
-while ($true) {
+# PowerShell Direct helpers: a credential from the arguments, one attempt at a
+# script block inside the guest, its failure returned (not thrown) so that
+# nestvirt decides what to retry: a guest still booting, yes; a wrong password, never.
+_GUEST = r"""
+function Invoke-NvGuest([scriptblock]$Block) {
+    $vm = Get-VM -Id $NvArgs.vm_id
+    if ($vm.State -ne 'Running') { Start-VM -VM $vm }
+    $secret = ConvertTo-SecureString -String $NvArgs.password -AsPlainText -Force
+    $cred = New-Object System.Management.Automation.PSCredential ($NvArgs.user, $secret)
     try {
-        $r = Invoke-Command -VMId $vm.Id -Credential $cred -ErrorAction Stop -ScriptBlock {
-            Enable-WindowsOptionalFeature -FeatureName Microsoft-Hyper-V -Online -NoRestart
-        }
-        break
+        $r = Invoke-Command -VMId $vm.Id -Credential $cred -ErrorAction Stop -ScriptBlock $Block
+        [ordered]@{ ok = $true; result = $r }
     } catch {
-        if ((Get-Date) -gt $deadline) { throw }
-        Start-Sleep -Seconds 5
+        [ordered]@{ ok = $false; error = $_.Exception.Message;
+                    error_id = "$($_.FullyQualifiedErrorId)" }
     }
 }
-Out-NvJson ([ordered]@{ RestartNeeded = [bool]$r.RestartNeeded })
+"""
+
+# The page's step 3, as Microsoft documents it today: Windows client editions
+# `Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All`,
+# Windows Server `Install-WindowsFeature -Name Hyper-V -IncludeManagementTools`;
+# no restart here (RESTART_GUEST_SCRIPT does it from inside). One attempt.
+INSTALL_HYPERVISOR_SCRIPT = (
+    _PRELUDE
+    + _GUEST
+    + r"""
+$a = Invoke-NvGuest {
+    $WarningPreference = 'SilentlyContinue'
+    $ProgressPreference = 'SilentlyContinue'
+    if ((Get-CimInstance -ClassName Win32_OperatingSystem).ProductType -ne 1) {
+        $r = Install-WindowsFeature -Name Hyper-V -IncludeManagementTools
+        [ordered]@{ RestartNeeded = ("$($r.RestartNeeded)" -ne 'No');
+                    Method = 'Install-WindowsFeature' }
+    } else {
+        $r = Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V -All -NoRestart
+        [ordered]@{ RestartNeeded = [bool]$r.RestartNeeded;
+                    Method = 'Enable-WindowsOptionalFeature' }
+    }
+}
+if ($a.ok) {
+    Out-NvJson ([ordered]@{ ok = $true; RestartNeeded = [bool]$a.result.RestartNeeded;
+                            Method = "$($a.result.Method)" })
+} else { Out-NvJson $a }
+"""
+)
+
+# Restart the guest from inside (a clean Windows restart, not Restart-VM's reset).
+RESTART_GUEST_SCRIPT = (
+    _PRELUDE
+    + _GUEST
+    + r"""
+$a = Invoke-NvGuest { Restart-Computer -Force }
+Out-NvJson ([ordered]@{ ok = $a.ok; error = $a.error; error_id = $a.error_id })
+"""
+)
+
+# The guest's own view (the seed's step 3 expects it): is Hyper-V installed in
+# it, and does its own hypervisor run (the Hyper-V Hypervisor counters exist)?
+GUEST_CHECK_SCRIPT = (
+    _PRELUDE
+    + _GUEST
+    + r"""
+$a = Invoke-NvGuest {
+    $ProgressPreference = 'SilentlyContinue'
+    $f = $null
+    try {
+        $f = "$((Get-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V).State)"
+    } catch { $f = 'Unknown: ' + $_.Exception.Message }
+    $hv = @(Get-CimInstance -ClassName Win32_PerfFormattedData_HvStats_HyperVHypervisor `
+        -ErrorAction SilentlyContinue).Count -gt 0
+    [ordered]@{ HyperVFeatureState = $f; HypervisorRunning = $hv }
+}
+if ($a.ok) {
+    Out-NvJson ([ordered]@{ ok = $true; HyperVFeatureState = $a.result.HyperVFeatureState;
+                            HypervisorRunning = [bool]$a.result.HypervisorRunning })
+} else { Out-NvJson $a }
 """
 )
 
 # Wraps a fixed script for `powershell.exe -EncodedCommand`: the argument JSON
 # arrives on stdin (`$input`); success → JSON on stdout, exit 0; failure → a JSON
 # {error, command, category} on stderr, exit 1.
-LOCAL_WRAPPER = r"""
+LOCAL_WRAPPER = (
+    r"""
 $ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'
 $nvArgsJson = $input | Out-String
 try {
     $nvOut = & {
@@ -288,10 +400,30 @@ try {
     $nvJson = [regex]::Replace($nvJson, '[^\x00-\x7F]', {
         param($m) '\u{0:x4}' -f [int][char]$m.Value
     })
-    [Console]::Error.Write($nvJson)
+    [Console]::Error.Write("`n"""
+    + JSON_BEGIN
+    + r"""" + $nvJson + '"""
+    + JSON_END
+    + r"""')
     exit 1
 }
 """
+)
+
+
+def extract_json(text: str) -> str | None:
+    """The framed JSON in a script's output (the last frame); None when there is none.
+
+    Output without any frame (an older stand-in, a bare `null`) is returned whole.
+    """
+    end = text.rfind(JSON_END)
+    begin = text.rfind(JSON_BEGIN, 0, end) if end >= 0 else -1
+    if begin >= 0:
+        return text[begin + len(JSON_BEGIN) : end].strip()
+    if JSON_BEGIN in text or JSON_END in text:
+        return None  # a frame cut short
+    stripped = text.strip()
+    return stripped or None
 
 
 def local_script(body: str) -> str:
@@ -302,11 +434,16 @@ def local_script(body: str) -> str:
 __all__ = [
     "ADAPTER_SPOOFING_SCRIPT",
     "COLLECT_SCRIPT",
+    "GUEST_CHECK_SCRIPT",
     "INSTALL_HYPERVISOR_SCRIPT",
     "INVOKE_SCRIPT",
+    "JSON_BEGIN",
+    "JSON_END",
     "PS_SINGLE_QUOTES",
+    "RESTART_GUEST_SCRIPT",
     "WRITE_CMDLETS",
     "Bare",
+    "extract_json",
     "local_script",
     "ps_quote",
     "ps_value",

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,9 +127,9 @@ class LocalTransport:
         except subprocess.TimeoutExpired:
             raise ConnectError(f"PowerShell did not answer within {self.timeout:.0f} s") from None
         if proc.returncode != 0:
-            raise _local_error(proc.stderr, proc.returncode)
-        out = proc.stdout.strip()
-        if not out:
+            raise _local_error(proc.stderr or "", proc.returncode)
+        out = hyperv_ps.extract_json(proc.stdout or "")
+        if out is None:
             return None
         try:
             return json.loads(out)
@@ -151,18 +153,64 @@ class LocalTransport:
 
 
 def _local_error(stderr: str, code: int) -> PowerShellError:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    """The one-line error of a failed local run: the wrapper's framed JSON, else the text.
+
+    powershell.exe -EncodedCommand with redirected streams writes CLIXML records
+    (`#< CLIXML` then `<Objs …>` with progress and error records) on stderr:
+    progress is noise; an error record's text is kept.
+    """
+    framed = _framed(stderr)
+    if framed is not None:
+        return _error_json(framed)
+    text, clixml_errors = _strip_clixml(stderr)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     for line in reversed(lines):
         try:
             err = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(err, dict) and "error" in err:
-            command = err.get("command") or ""
-            prefix = f"{command}: " if command else ""
-            return PowerShellError(one_line(f"{prefix}{err['error']}"))
-    text = one_line(" ".join(lines)) or f"PowerShell exited with code {code}"
+            return _error_json(err)
+    text = one_line(" ".join(lines + clixml_errors)) or f"PowerShell exited with code {code}"
     return PowerShellError(text[:500])
+
+
+def _framed(text: str) -> dict[str, Any] | None:
+    if hyperv_ps.JSON_BEGIN not in text:
+        return None
+    inner = hyperv_ps.extract_json(text)
+    try:
+        err = json.loads(inner or "")
+    except json.JSONDecodeError:
+        return None
+    return err if isinstance(err, dict) and "error" in err else None
+
+
+def _error_json(err: dict[str, Any]) -> PowerShellError:
+    command = err.get("command") or ""
+    prefix = f"{command}: " if command else ""
+    return PowerShellError(one_line(f"{prefix}{err['error']}"))
+
+
+_CLIXML_ERROR = re.compile(r'<S S="Error">(.*?)</S>', re.S)
+
+
+def _strip_clixml(stderr: str) -> tuple[str, list[str]]:
+    """(stderr without CLIXML, the text of its error records)."""
+    if "#< CLIXML" not in stderr:
+        return stderr, []
+    errors: list[str] = []
+    kept: list[str] = []
+    for line in stderr.splitlines():
+        if line.startswith("#< CLIXML"):
+            continue
+        if line.lstrip().startswith("<Objs"):
+            for raw in _CLIXML_ERROR.findall(line):
+                text = re.sub(r"_x([0-9A-Fa-f]{4})_", lambda m: chr(int(m.group(1), 16)), raw)
+                errors.append(html.unescape(text).strip())
+            continue
+        kept.append(line)
+    return "\n".join(kept), [e for e in errors if e]
 
 
 # ---------------------------------------------------------------------------
@@ -304,8 +352,8 @@ class RemoteTransport:
             ps.add_script(script).add_parameter("ArgsJson", payload)
 
         output = self._invoke(build, "the nestvirt script")
-        text = "\n".join(str(o) for o in output if o is not None).strip()
-        if not text:
+        text = hyperv_ps.extract_json("\n".join(str(o) for o in output if o is not None))
+        if text is None:
             return None
         try:
             return json.loads(text)

@@ -19,13 +19,52 @@ SCRIPTS = {
     hyperv_ps.local_script(hyperv_ps.INVOKE_SCRIPT): "invoke",
     hyperv_ps.local_script(hyperv_ps.ADAPTER_SPOOFING_SCRIPT): "adapters",
     hyperv_ps.local_script(hyperv_ps.INSTALL_HYPERVISOR_SCRIPT): "install",
+    hyperv_ps.local_script(hyperv_ps.RESTART_GUEST_SCRIPT): "restart_guest",
+    hyperv_ps.local_script(hyperv_ps.GUEST_CHECK_SCRIPT): "guest_check",
 }
 
 
+# What a real powershell.exe -EncodedCommand adds around a script's own output:
+# a warning line on stdout (Enable-WindowsOptionalFeature -NoRestart), and on
+# stderr the CLIXML records of progress bars (Get-CimInstance, Get-VM…).
+WARNING_LINE = "WARNING: Restart is suppressed because NoRestart is specified.\r\n"
+CLIXML_PROGRESS = (
+    "#< CLIXML\r\n"
+    '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    '<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject'
+    '</T><T>System.Object</T></TN><MS><I64 N="SourceId">1</I64><PR N="Record">'
+    "<AV>Preparing modules for first use.</AV><AI>0</AI><Nil /><PI>-1</PI><PC>-1</PC>"
+    "<T>Completed</T><SR>-1</SR><SD> </SD></PR></MS></Obj></Objs>"
+)
+CLIXML_ERROR = (
+    "#< CLIXML\r\n"
+    '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+    '<S S="Error">Get-VM : You do not have the required permission to complete this task._x000D__x000A_</S>'
+    "</Objs>"
+)
+# PowerShell Direct's answers while the guest boots, and for a wrong password
+GUEST_BOOTING = (
+    "An error has occurred which Windows PowerShell cannot handle. A remote session might "
+    "have ended."
+)
+BAD_CREDENTIAL = "The credential is invalid."
+
+
 class FakePowerShell:
-    def __init__(self, doc: dict[str, Any], fail: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        fail: dict[str, str] | None = None,
+        *,
+        noise: bool = False,
+        guest: list[str] | None = None,
+    ) -> None:
         self.doc = doc
         self.fail = fail or {}  # cmdlet → error message
+        self.noise = noise  # a warning line on stdout, CLIXML progress on stderr
+        # PowerShell Direct: one answer per attempt ("" = the guest answers)
+        self.guest = list(guest or [])
+        self.guest_feature = "Disabled"
         self.calls: list[dict[str, Any]] = []  # {"argv", "script", "args"}
 
     def vm(self, vm_id: str) -> dict[str, Any]:
@@ -43,6 +82,8 @@ class FakePowerShell:
         assert stdin.isascii()
         args = json.loads(stdin)
         self.calls.append({"argv": argv, "script": kind, "args": args})
+        pre_out = WARNING_LINE if self.noise else ""
+        pre_err = CLIXML_PROGRESS if self.noise else ""
         try:
             out = getattr(self, kind)(args)
         except RuntimeError as exc:
@@ -51,8 +92,10 @@ class FakePowerShell:
                 "command": args.get("cmdlet", ""),
                 "category": "InvalidOperation",
             }
-            return subprocess.CompletedProcess(argv, 1, "", json.dumps(err))
-        return subprocess.CompletedProcess(argv, 0, json.dumps(out, ensure_ascii=True), "")
+            framed = hyperv_ps.JSON_BEGIN + json.dumps(err) + hyperv_ps.JSON_END
+            return subprocess.CompletedProcess(argv, 1, pre_out, f"{pre_err}\n{framed}")
+        framed = hyperv_ps.JSON_BEGIN + json.dumps(out, ensure_ascii=True) + hyperv_ps.JSON_END
+        return subprocess.CompletedProcess(argv, 0, f"{pre_out}{framed}\r\n", pre_err)
 
     def collect(self, args: dict[str, Any]) -> Any:
         doc = json.loads(json.dumps(self.doc))
@@ -96,6 +139,25 @@ class FakePowerShell:
             if a["Id"] in args["adapter_ids"]:
                 a["MacAddressSpoofing"] = args["value"]
 
-    def install(self, args: dict[str, Any]) -> dict[str, bool]:
+    def install(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One attempt over PowerShell Direct, as INSTALL_HYPERVISOR_SCRIPT makes it."""
         self.vm(args["vm_id"])["Get-VM"]["State"] = "Running"
-        return {"RestartNeeded": True}
+        answer = self.guest.pop(0) if self.guest else ""
+        if answer:
+            return {"ok": False, "error": answer, "error_id": "PSSessionStateBroken"}
+        self.guest_feature = "EnablePending"
+        return {"ok": True, "RestartNeeded": True, "Method": "Enable-WindowsOptionalFeature"}
+
+    def restart_guest(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.vm(args["vm_id"])
+        if self.guest_feature == "EnablePending":
+            self.guest_feature = "Enabled"
+        return {"ok": True}
+
+    def guest_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.vm(args["vm_id"])
+        return {
+            "ok": True,
+            "HyperVFeatureState": self.guest_feature,
+            "HypervisorRunning": self.guest_feature == "Enabled",
+        }

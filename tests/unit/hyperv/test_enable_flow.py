@@ -316,10 +316,18 @@ def test_install_hypervisor_and_restart(
     )
     assert code == 0, err
     assert "Invoke-Command -VMName 'DemoVM' -Credential (Get-Credential)" in out
-    assert "by hand: Restart-VM -Name 'DemoVM' -Force" in out
+    # issue 12: restart from inside the guest (was Restart-VM -Force, a hard reset)
+    assert "{ Restart-Computer -Force }" in out and "Restart-VM" not in out
     (install,) = [c for c in fake.calls if c["script"] == "install"]
     assert install["args"]["user"] == "admin" and install["args"]["password"] == "pw-'$(x)"
-    assert [w[0] for w in writes(fake)] == ["Set-VMProcessor", "Set-VMMemory", "Restart-VM"]
+    assert [w[0] for w in writes(fake)] == ["Set-VMProcessor", "Set-VMMemory"]
+    # the guest's own view after the restart: Hyper-V installed and its hypervisor running
+    assert [c["script"] for c in fake.calls if c["script"] != "collect"][-3:] == [
+        "guest_check",
+        "restart_guest",
+        "guest_check",
+    ]
+    assert fake.guest_feature == "Enabled"
     assert "pw-'$(x)" not in out + err
 
 

@@ -63,12 +63,18 @@ def test_full_order_of_the_issue(demo_doc: dict[str, Any]) -> None:
         "Set-VMMemory -VMName 'DemoVM' -StartupBytes 8589934592",
     ]
     assert "saved state will be removed" in plan.notes[0]
-    assert plan.changes[5].command == (
+    # issue 12: Microsoft's documented command has -All; the restart is Windows' own
+    # (PowerShell Direct Restart-Computer), not Restart-VM -Force's hard reset
+    assert plan.changes[5].command.startswith(
         "Start-VM -Name 'DemoVM'; Invoke-Command -VMName 'DemoVM' -Credential (Get-Credential) "
-        "-ScriptBlock { Enable-WindowsOptionalFeature -FeatureName Microsoft-Hyper-V -Online "
-        "-NoRestart }"
+        "-ScriptBlock { Enable-WindowsOptionalFeature -Online -FeatureName Microsoft-Hyper-V "
+        "-All -NoRestart }"
     )
-    assert plan.changes[6].command == "Restart-VM -Name 'DemoVM' -Force"
+    assert "Install-WindowsFeature -Name Hyper-V -IncludeManagementTools" in plan.changes[5].command
+    assert plan.changes[6].command == (
+        "Invoke-Command -VMName 'DemoVM' -Credential (Get-Credential) -ScriptBlock "
+        "{ Restart-Computer -Force }"
+    )
 
 
 def test_running_vm_stop_or_refuse(demo_doc: dict[str, Any]) -> None:
