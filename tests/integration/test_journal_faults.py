@@ -555,3 +555,43 @@ def test_state_directory_without_permission(
     assert_clean(locked, "undo, lock not writable")
     assert locked.returncode == 2 and "Permission denied" in locked.stderr
     assert inactive(dom) == changed
+
+
+@pytest.mark.parametrize("shape", ["truncated", "empty", "deep", "huge-int", "wrong-types"])
+def test_a_corrupt_entry_never_blocks(
+    qemu_conn: Any, nv11: Callable[[], Any], state: Path, shape: str
+) -> None:
+    dom = nv11()
+    name = dom.name()
+    original = inactive(dom)
+    assert nestvirt("enable", name, "--memory", "300MiB", "--yes").returncode == 0
+    book = journal_of(qemu_conn, dom, state)
+    first = (book.directory / "000001.json").read_bytes()
+    broken = {
+        "truncated": first[: len(first) // 3],
+        "empty": b"",
+        "deep": b"[" * 100_000 + b"]" * 100_000,
+        "huge-int": b'{"seq": ' + b"1" * 100_000 + b"}",
+        "wrong-types": first.replace(b'"seq": 1', b'"seq": "2"'),
+    }[shape]
+    (book.directory / "000002.json").write_bytes(broken)
+    (book.directory / ".000003.json.k1ll3d99.tmp").write_text('{"half')  # a kill -9's leftover
+
+    history = nestvirt("history", name, "--json")
+    assert_clean(history, "history")
+    assert history.returncode == 0
+    doc = json.loads(history.stdout)
+    assert [e["seq"] for e in doc["entries"]] == [1]
+    assert [Path(s["path"]).name for s in doc["skipped"]] == ["000002.json"]
+    assert "skipped journal file" in history.stderr and history.stderr.count("\n") == 1
+    assert not list(book.directory.glob("*.tmp"))
+
+    again = nestvirt("enable", name, "--memory", "320MiB", "--yes")
+    assert_clean(again, "enable")
+    assert again.returncode == 0 and "journal entry #3" in again.stdout, again.stderr
+    for _ in range(2):  # undo #3, then #1: back to the very first definition
+        undo = nestvirt("undo", name, "--yes")
+        assert_clean(undo, "undo")
+        assert undo.returncode == 0, undo.stderr
+    assert inactive(dom) == original
+    assert (book.directory / "000002.json").read_bytes() == broken  # kept as evidence

@@ -461,9 +461,12 @@ def history_command(
         click.echo(f"nestvirt: {text}", err=True)
 
     hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    from nestvirt.journal import Journal
+
     subject = _subject(vm, connect, hyperv_args, dry_run=True, timeout=timeout)  # reads only
     try:
-        entries = enable.history(subject, progress=progress)
+        book = Journal(*subject.key)
+        entries = enable.history(subject, journal=book, progress=progress)
     finally:
         subject.close()
     undone = {e.undoes for e in entries if e.action == "undo" and e.status == "done"}
@@ -486,9 +489,11 @@ def history_command(
                         "codes": list(e.codes),
                         "undoes": e.undoes,
                         "undone": e.seq in undone,
+                        "note": e.extra.get("note"),  # how a failure or crash was settled
                     }
                     for e in entries
                 ],
+                "skipped": [{"path": str(s.path), "reason": s.reason} for s in book.skipped],
             }
         )
         return int(ExitCode.READY)
