@@ -133,9 +133,10 @@ class LocalTransport:
             return None
         try:
             return json.loads(out)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # also Python's limit on an integer's digits
+            why = getattr(exc, "msg", exc)
             raise PowerShellError(
-                f"PowerShell printed something that is not JSON ({exc.msg}): {one_line(out)[:200]}"
+                f"PowerShell printed something that is not JSON ({why}): {one_line(out)[:200]}"
             ) from None
 
     def collect(self, vm_names: Sequence[str] = ()) -> Any:
@@ -167,7 +168,7 @@ def _local_error(stderr: str, code: int) -> PowerShellError:
     for line in reversed(lines):
         try:
             err = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # also Python's limit on an integer's digits
             continue
         if isinstance(err, dict) and "error" in err:
             return _error_json(err)
@@ -181,7 +182,7 @@ def _framed(text: str) -> dict[str, Any] | None:
     inner = hyperv_ps.extract_json(text)
     try:
         err = json.loads(inner or "")
-    except json.JSONDecodeError:
+    except ValueError:  # also Python's limit on an integer's digits
         return None
     return err if isinstance(err, dict) and "error" in err else None
 
@@ -357,9 +358,9 @@ class RemoteTransport:
             return None
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # also Python's limit on an integer's digits
             raise PowerShellError(
-                f"{self.host} returned something that is not JSON: {exc.msg}"
+                f"{self.host} returned something that is not JSON: {getattr(exc, 'msg', exc)}"
             ) from None
 
     def collect(self, vm_names: Sequence[str] = ()) -> Any:
