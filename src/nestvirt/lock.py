@@ -28,7 +28,7 @@ def lock_path(kind: str, *parts: str) -> Path:
 
 
 @contextmanager
-def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]:
+def held(kind: str, *parts: str, what: str, wait: float = 0.0, hint: str = "") -> Iterator[Path]:
     """Hold the lock for (kind, parts) or raise Busy naming `what` and the holder's pid.
 
     `wait` > 0 retries for that many seconds before giving up.
@@ -51,7 +51,7 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]
                     holder = _holder(fd)
                     raise Busy(
                         f"another nestvirt{holder} is changing {what} right now "
-                        f"(lock {path}); try again when it has finished"
+                        f"(lock {path}); try again when it has finished{hint}"
                     ) from None
                 time.sleep(0.1)
         _write_pid(fd)
@@ -61,7 +61,8 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0) -> Iterator[Path]
 
 
 def vm_lock(uri: str, uuid: str, name: str, *, wait: float = 0.0) -> AbstractContextManager[Path]:
-    return held("vm", uri, uuid, what=f"VM {name!r}", wait=wait)
+    hint = "" if wait else ", or add --wait SECONDS to queue behind it"
+    return held("vm", uri, uuid, what=f"VM {name!r}", wait=wait, hint=hint)
 
 
 def host_lock(*, wait: float = 0.0) -> AbstractContextManager[Path]:

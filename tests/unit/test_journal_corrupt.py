@@ -96,6 +96,10 @@ def test_reconcile_pending_entries(tmp_path: Path) -> None:
     assert found.entry.status == journal.DIVERGED and "someone else" in str(found)
     assert book.last_undoable() == found.entry  # undoable, but the flow demands --force
     assert book.reconcile("<whatever/>", same) == []  # nothing pending any more
+    # an older nestvirt's pending entry has no planned 'after': only 'before' can match
+    old = book.begin("enable", "vm", "<c/>")
+    (found,) = book.reconcile("<d/>", same)
+    assert found.entry.seq == old.seq and found.entry.status == journal.DIVERGED
 
 
 def test_adopt_legacy_journals(tmp_path: Path) -> None:
