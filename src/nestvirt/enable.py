@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from nestvirt import lock
-from nestvirt.errors import Busy, CannotFix, Interrupted, NestvirtError, NotFound, UsageError
+from nestvirt.errors import (
+    Busy,
+    CannotFix,
+    Interrupted,
+    NestvirtError,
+    NotFound,
+    UsageError,
+    from_interrupt,
+)
 from nestvirt.journal import DIVERGED, DONE, FAILED, PENDING, ROLLED_BACK, Entry, Journal
 from nestvirt.model import Finding, Plan, Severity, plan_document
 from nestvirt.statedir import StateError
@@ -390,6 +398,8 @@ def _after_failure(
     Returns the exception to raise: the original one when nothing changed (its
     message stays), else one line saying the subject was changed and how to undo.
     """
+    if not isinstance(exc, KeyboardInterrupt) and from_interrupt(exc):
+        exc = KeyboardInterrupt()  # Python wrapped a Ctrl-C (e.g. in a RuntimeError)
     name, seq, reason = subject.name, entry.seq, _reason(exc)
     try:
         live: str | None = live_definition(subject)

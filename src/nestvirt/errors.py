@@ -53,3 +53,16 @@ class CannotFix(NestvirtError):
     """A finding that no change nestvirt can make will clear."""
 
     exit_code = ExitCode.NOT_READY
+
+
+def from_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` is, or is Python's wrapping of, a KeyboardInterrupt (its cause or
+    context): Ctrl-C while a class is made surfaces as a RuntimeError, for one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -82,3 +82,16 @@ def test_a_libvirt_error_is_one_line() -> None:
     line = _libvirt_failure(exc)
     assert line is not None and line.startswith("libvirt: ") and "--timeout" in line
     assert _libvirt_failure(ValueError("x")) is None
+
+
+def test_a_wrapped_ctrl_c_is_an_interruption() -> None:
+    from nestvirt.errors import from_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise RuntimeError("Error calling __set_name__") from inner
+    except RuntimeError as outer:
+        assert from_interrupt(outer)
+    assert not from_interrupt(RuntimeError("a bug"))

@@ -31,7 +31,7 @@ from typing import Any  # noqa: E402
 import click  # noqa: E402
 
 from nestvirt import __version__  # noqa: E402
-from nestvirt.errors import ExitCode, NestvirtError  # noqa: E402
+from nestvirt.errors import ExitCode, NestvirtError, from_interrupt  # noqa: E402
 
 # command name -> module in nestvirt.cli defining `command`
 COMMANDS: dict[str, str] = {
@@ -132,6 +132,9 @@ def _main(argv: list[str] | None, debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
+        if from_interrupt(exc):  # e.g. Ctrl-C while a class is made: RuntimeError from it
+            click.echo("nestvirt: interrupted", err=True)
+            return int(ExitCode.INTERRUPTED)
         lost = _libvirt_failure(exc)
         if lost is not None:
             click.echo(f"nestvirt: {lost}", err=True)
