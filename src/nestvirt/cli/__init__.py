@@ -75,12 +75,18 @@ def app(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+# weakref callbacks (a WeakKeyDictionary dropping a closed connection) run as finalizers
+_FINALIZER_FILES = ("weakref.py", "_weakrefset.py")
+
+
 def _sigint(signum: int, frame: Any) -> None:
     """Ctrl-C as KeyboardInterrupt, except inside a finalizer (`__del__`, e.g. of a libvirt
-    object): Python would print that one as "Exception ignored … Traceback" and go on.
-    There the signal is sent again a moment later, to land in ordinary code."""
+    object, or a weakref callback): Python would print that one as "Exception ignored …
+    Traceback" and go on. There the signal is sent again a moment later, to land in
+    ordinary code."""
     while frame is not None:
-        if frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(_FINALIZER_FILES):
             again = threading.Timer(0.02, os.kill, (os.getpid(), signum))
             again.daemon = True
             again.start()
