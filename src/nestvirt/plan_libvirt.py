@@ -43,11 +43,11 @@ Policy (see `_expose`):
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nestvirt import domxml
+from nestvirt.commands import virsh
 from nestvirt.domxml import Edit
 from nestvirt.errors import UsageError
 from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
@@ -208,7 +208,6 @@ def _has_svm_vendor(f: LibvirtVmFacts) -> bool:
 
 def _expose(b: _Builder, opts: PlanOptions) -> None:
     f = b.facts
-    q = shlex.quote(f.name)
     if f.domain_type not in ("kvm", "qemu"):
         if b.fires("NV-V01"):
             b.cannot("NV-V01", "virt-extensions-hidden",
@@ -268,23 +267,27 @@ def _expose(b: _Builder, opts: PlanOptions) -> None:
         if features.get("svm") not in _ON:
             edits.append(domxml.SetFeaturePolicy("svm", "require"))
         why.append("require svm (TCG emulates AMD-V)")
-        command = f"virsh edit {q}  # <cpu mode='custom'><model>EPYC</model>" \
-                  "<feature policy='require' name='svm'/></cpu>"  # fmt: skip
+        command = virsh("edit", f.name, uri=f.uri) + "  # <cpu mode='custom'><model>EPYC" \
+                  "</model><feature policy='require' name='svm'/></cpu>"  # fmt: skip
     elif mode in _PASSTHROUGH_MODES:
         if features.get(flag) in _OFF:
             edits.append(domxml.SetFeaturePolicy(flag, "require"))
             why.append(f"turn the {features[flag]} of {flag} into require")
-        command = f"virsh edit {q}  # <feature policy='require' name='{flag}'/>"
+        command = (
+            virsh("edit", f.name, uri=f.uri) + f"  # <feature policy='require' name='{flag}'/>"
+        )
     elif mode == "custom" and f.cpu_model:
         edits.append(domxml.SetFeaturePolicy(flag, "require"))
         why.append(f"keep CPU model {f.cpu_model} and require {flag}")
-        command = f"virsh edit {q}  # in <cpu>: <feature policy='require' name='{flag}'/>"
+        command = virsh("edit", f.name, uri=f.uri) + (
+            f"  # in <cpu>: <feature policy='require' name='{flag}'/>"
+        )
     else:
         edits.append(domxml.SetCpuMode("host-passthrough"))
         if features.get(flag) in _OFF:
             edits.append(domxml.SetFeaturePolicy(flag, "require"))
         why.append(f"give the guest the host CPU (host-passthrough), {flag} included")
-        command = f"virsh edit {q}  # <cpu mode='host-passthrough'/>"
+        command = virsh("edit", f.name, uri=f.uri) + "  # <cpu mode='host-passthrough'/>"
     if b.fires("NV-V09") and "NV-V09" not in codes:
         codes.append("NV-V09")
     b.add(EXPOSE, f"expose {flag} to the guest: " + "; ".join(why), command, codes, edits)
@@ -306,7 +309,6 @@ def _exposed(f: LibvirtVmFacts, flag: str | None) -> bool:
 
 def _memory(b: _Builder, opts: PlanOptions) -> None:
     f = b.facts
-    q = shlex.quote(f.name)
     if opts.memory_kib is not None:
         if opts.memory_kib != f.memory_kib or f.current_memory_kib != f.memory_kib:
             kib = opts.memory_kib
@@ -316,13 +318,14 @@ def _memory(b: _Builder, opts: PlanOptions) -> None:
             b.add(SET_MEMORY,
                   f"set memory to {format_kib(kib)} (was {format_kib(f.memory_kib)}), "
                   "all of it present from boot",
-                  f"virsh setmaxmem {q} {kib}KiB --config && virsh setmem {q} {kib}KiB --config",
+                  virsh("setmaxmem", f.name, f"{kib}KiB", "--config", uri=f.uri) + " && "
+                  + virsh("setmem", f.name, f"{kib}KiB", "--config", uri=f.uri),
                   codes, [domxml.SetMemory(kib)])  # fmt: skip
     elif 0 < f.current_memory_kib < f.memory_kib:
         b.add(STATIC_MEMORY,
               f"make memory static: currentMemory {format_kib(f.current_memory_kib)} → "
               f"{format_kib(f.memory_kib)} (= memory)",
-              f"virsh setmem {q} {f.memory_kib}KiB --config", ["NV-V02"],
+              virsh("setmem", f.name, f"{f.memory_kib}KiB", "--config", uri=f.uri), ["NV-V02"],
               [domxml.CurrentMemoryToMemory()])  # fmt: skip
     if f.memory_kib and f.memory_kib < 4 * GIB_KIB and opts.memory_kib is None:
         b.notes.append(
@@ -342,11 +345,12 @@ def _memory(b: _Builder, opts: PlanOptions) -> None:
     elif hotplug:
         if f.virtio_mem_devices:
             b.add(REMOVE_VIRTIO_MEM, f"remove {f.virtio_mem_devices} virtio-mem device(s)",
-                  f"virsh edit {q}  # delete <memory model='virtio-mem'> devices", ["NV-V02"],
+                  virsh("edit", f.name, uri=f.uri)
+                  + "  # delete <memory model='virtio-mem'> devices", ["NV-V02"],
                   [domxml.RemoveVirtioMem()])  # fmt: skip
         if f.max_memory_kib is not None:
             b.add(REMOVE_MAX_MEMORY, "remove <maxMemory> (memory hotplug)",
-                  f"virsh edit {q}  # delete <maxMemory>", ["NV-V02"],
+                  virsh("edit", f.name, uri=f.uri) + "  # delete <maxMemory>", ["NV-V02"],
                   [domxml.RemoveMaxMemory()])  # fmt: skip
     if f.balloon_model not in (None, "none") and b.fires("NV-V10"):
         b.notes.append(
@@ -376,7 +380,7 @@ def _mac_spoofing(b: _Builder, opts: PlanOptions) -> None:
         if iface.filter == "no-mac-spoofing":
             b.add(ALLOW_MAC_SPOOFING,
                   f"{label}: drop nwfilter 'no-mac-spoofing' so nested guests' frames pass",
-                  f"virsh edit {shlex.quote(f.name)}  # delete <filterref filter="
+                  virsh("edit", f.name, uri=f.uri) + "  # delete <filterref filter="
                   "'no-mac-spoofing'/> of that interface",
                   ["NV-V04"], [domxml.DropFilterref(index, iface.mac, iface.filter)])  # fmt: skip
         else:
@@ -403,7 +407,7 @@ def _derived_filter(b: _Builder, index: int, label: str, iface: Interface, nat: 
           f"{label}: nwfilter {iface.filter!r} drops nested guests' frames: {target}, the same "
           f"chain without {', '.join(derived.dropped)} (those protections no longer apply to "
           "this interface)",
-          f"virsh nwfilter-define FILE && virsh edit {shlex.quote(b.facts.name)}  # "
+          "virsh nwfilter-define FILE && " + virsh("edit", b.facts.name, uri=b.facts.uri) + "  # "
           f"<filterref filter='{derived.top}'/> on that interface",
           ["NV-V04"], [edit], nwfilters=derived.definitions)  # fmt: skip
 
@@ -411,13 +415,12 @@ def _derived_filter(b: _Builder, index: int, label: str, iface: Interface, nat: 
 def _state(b: _Builder, opts: PlanOptions) -> None:
     """Managed save, stop and start: only when the definition changes."""
     f = b.facts
-    q = shlex.quote(f.name)
     if not any(c.needs_stop for c in b.changes):
         return
     if f.has_managed_save is True:
         b.changes.insert(0, LibvirtChange(
             action=DISCARD_MANAGED_SAVE, codes=("NV-V05",),
-            command=f"virsh managedsave-remove {q}",
+            command=virsh("managedsave-remove", f.name, uri=f.uri),
             summary="discard the managed-save image (the saved memory state is lost; the VM "
                     "boots fresh, otherwise it would resume with the old CPU)",
             needs_stop=True))  # fmt: skip
@@ -429,11 +432,11 @@ def _state(b: _Builder, opts: PlanOptions) -> None:
     if f.state in ("running", "paused", "shutting-down", "suspended"):
         if opts.stop:
             b.changes.insert(0, LibvirtChange(
-                action=STOP, codes=("NV-V07",), command=f"virsh shutdown {q}",
+                action=STOP, codes=("NV-V07",), command=virsh("shutdown", f.name, uri=f.uri),
                 summary=f"shut the VM down gracefully (wait up to {opts.stop_timeout} s)",
                 needs_stop=True))  # fmt: skip
             b.changes.append(LibvirtChange(
-                action=START, codes=("NV-V07",), command=f"virsh start {q}",
+                action=START, codes=("NV-V07",), command=virsh("start", f.name, uri=f.uri),
                 summary="start the VM again", needs_stop=True))  # fmt: skip
         else:
             b.notes.append(f"the VM is {f.state}: the changes need a full stop and start; "
@@ -470,9 +473,8 @@ def build_disable_plan(
         candidates.add("svm")
     shown = sorted(n for n in candidates if f.cpu_features.get(n) not in _OFF)
     if shown:
-        q = shlex.quote(f.name)
         b.add(HIDE, f"hide {' and '.join(shown)} from the guest (feature policy 'disable')",
-              f"virsh edit {q}  # "
+              virsh("edit", f.name, uri=f.uri) + "  # "
               + " ".join(f"<feature policy='disable' name='{n}'/>" for n in shown),
               ["NV-V01"], [domxml.SetFeaturePolicy(n, "disable") for n in shown])  # fmt: skip
     _state(b, opts)

@@ -21,6 +21,7 @@ libvirt hook imports it. libvirt and the Hyper-V backend load on first use.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
@@ -212,22 +213,33 @@ def preflight(
     hyperv: str | None = None,
     snapshot: str | None = None,
     no_nested_guests: bool = False,
+    timeout: float | None = None,
 ) -> PreflightReport:
-    """Judge `operation` for `vm` on libvirt (default) or Hyper-V (`hyperv`/`snapshot`)."""
+    """Judge `operation` for `vm` on libvirt (default) or Hyper-V (`hyperv`/`snapshot`);
+    `timeout`: how long libvirtd may stay silent (libvirt_session.open_connection)."""
     op = parse_operation(operation) if isinstance(operation, str) else operation
     if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
         raise UsageError("use one of --connect, --hyperv and --snapshot")
     if hyperv is not None or snapshot is not None:
         return _hyperv(vm, op, hyperv=hyperv, snapshot=snapshot, assume=no_nested_guests)
-    return _libvirt(vm, op, connect, assume=no_nested_guests)
+    return _libvirt(vm, op, connect, assume=no_nested_guests, timeout=timeout)
 
 
-def _libvirt(vm: str, op: Operation, uri: str | None, *, assume: bool) -> PreflightReport:
+def _libvirt(
+    vm: str, op: Operation, uri: str | None, *, assume: bool, timeout: float | None
+) -> PreflightReport:
     from nestvirt.backends import libvirt as backend
+    from nestvirt.backends import libvirt_session as session
 
-    with backend.connection(uri, readonly=True) as conn:
+    conn = session.open_connection(
+        uri, readonly=True, timeout=session.DEFAULT_TIMEOUT if timeout is None else timeout
+    )
+    try:
         dom = backend.lookup_domain(conn, vm)
         facts = backend.vm_facts(conn, dom)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
     notes: list[str] = []
     if is_local_uri(facts.uri):
         cap = nested_state_capability()

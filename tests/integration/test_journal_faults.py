@@ -271,7 +271,8 @@ def test_connection_cut_at_the_define(
 
 def test_hung_daemon_times_out(tmp_path: Path, state: Path) -> None:
     with Proxy(tmp_path / "mute.sock", mute=True) as proxy:
-        for argv in (["status"], ["enable", "nv11-any", "--yes"], ["history", "nv11-any"]):
+        for argv in (["status"], ["enable", "nv11-any", "--yes"], ["history", "nv11-any"],
+                     ["preflight", "nv11-any", "migrate"]):  # fmt: skip
             started = time.monotonic()
             run = nestvirt(*argv, "-c", proxy.uri, "--timeout", "1.5", timeout=30)
             took = time.monotonic() - started

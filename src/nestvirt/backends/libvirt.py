@@ -391,6 +391,8 @@ def _translator(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:
 
 def _read_write_sibling(conn: libvirt_t.virConnect) -> libvirt_t.virConnect | None:
     lv = _libvirt()
+    if str(conn.getType()) != "QEMU":  # only QEMU drivers build QEMU command lines
+        return None
     try:
         conn.domainXMLToNative("qemu-argv", "<domain/>", 0)
     except lv.libvirtError as exc:

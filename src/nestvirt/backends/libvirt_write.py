@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nestvirt.commands import virsh
 from nestvirt.errors import ConnectError, NestvirtError, PermissionRequired
 
 if TYPE_CHECKING:
@@ -94,8 +95,8 @@ def shutdown(
         time.sleep(poll)
     raise StopTimeout(
         f"{dom.name()} did not shut down within {timeout:.0f} s (its OS may ignore ACPI "
-        f"power-off); nothing was changed: shut it down from inside, or `virsh destroy "
-        f"{dom.name()}` if that is safe, then run the command again"
+        f"power-off); nothing was changed: shut it down from inside, or "
+        f"`{virsh('destroy', dom.name())}` if that is safe, then run the command again"
     )
 
 

@@ -30,14 +30,7 @@ _stop_timeout = click.option(
     help="How long --stop waits for the guest to power off.",
 )
 _plan_json = options.json_output("Print nestvirt.plan/1 JSON.")
-_timeout = click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 3600),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="libvirt: give up when the daemon does not answer for this long.",
-)
+_timeout = options.libvirt_timeout
 
 _wait = click.option(
     "--wait",

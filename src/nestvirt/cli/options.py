@@ -61,3 +61,15 @@ def combine(*decorators: Callable[[F], F]) -> Callable[[F], F]:
         return func
 
     return apply
+
+
+def libvirt_timeout(func: F) -> F:
+    """`--timeout SECONDS`: how long libvirtd may stay silent (libvirt_session)."""
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(0.1, 3600),
+        default=30.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="libvirt: give up when the daemon does not answer for this long.",
+    )(func)

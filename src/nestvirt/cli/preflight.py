@@ -22,6 +22,7 @@ OPERATIONS = "migrate, save, restore, snapshot-revert, memory-resize"
     help="Assert that no nested guests run in VM (nestvirt cannot see inside it).",
 )
 @options.json_output("Print nestvirt.preflight/1 JSON.")
+@options.libvirt_timeout
 def command(
     vm: str,
     operation: str,
@@ -30,6 +31,7 @@ def command(
     snapshot: str | None,
     no_nested_guests: bool,
     as_json: bool,
+    timeout: float,
 ) -> int:
     """Tell whether OPERATION is safe for VM now.
 
@@ -47,6 +49,7 @@ def command(
         hyperv=hyperv,
         snapshot=snapshot,
         no_nested_guests=no_nested_guests,
+        timeout=timeout,
     )
     if as_json:
         from nestvirt.render import print_json

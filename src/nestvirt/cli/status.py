@@ -15,14 +15,7 @@ from nestvirt.errors import ExitCode
 @options.hyperv(metavar="HOST")
 @options.snapshot("Analyse a collected snapshot offline (Hyper-V, or `collect --linux`).")
 @options.json_output("Print nestvirt.status/1 JSON.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 3600),
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="libvirt: give up when the daemon does not answer for this long.",
-)
+@options.libvirt_timeout
 def command(
     vms: tuple[str, ...],
     connect: str | None,

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from nestvirt.commands import virsh
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.rules import Check, Hit, Platform, Rule, Target, rule
 from nestvirt.rules.hyperv_table import LIFTED_BUILD, LIFTED_VERSION, preview_limits, versioned
@@ -394,7 +395,8 @@ def live_migration_unsafe(f: OperationFacts) -> Iterator[Hit]:
 def _migrate(f: OperationFacts) -> Iterator[Hit]:
     fix = (
         f"shut the nested guests down inside {f.vm}, then migrate with --no-nested-guests "
-        f"asserted; or shut {f.vm} down and `virsh migrate --offline --persistent {f.vm} DEST`"
+        f"asserted; or shut {f.vm} down and "
+        f"`{virsh('migrate', f.vm, '--offline', '--persistent', 'DEST')}`"
     )
     if not f.running:
         yield Hit(
@@ -469,7 +471,7 @@ def _save_restore(f: OperationFacts) -> Iterator[Hit]:
         fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
     else:
         fix = (
-            f"boot {f.vm} fresh instead of restoring (`virsh managedsave-remove {f.vm}`, "
+            f"boot {f.vm} fresh instead of restoring (`{virsh('managedsave-remove', f.vm)}`, "
             "or define and start it without the saved file)"
         )
     if f.accel == "hyperv":

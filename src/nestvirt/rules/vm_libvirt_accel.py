@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from nestvirt.commands import virsh
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.model import Severity
 from nestvirt.rules import Hit, Platform, Target, rules_of
@@ -44,6 +45,7 @@ def domain_emulated(vm: LibvirtVmFacts) -> Iterator[Hit]:
         yield Hit(
             f"{vm.name} runs under TCG (<domain type='qemu'>) although its host offers KVM: "
             "emulated, tens of times slower",
-            f"virsh edit {vm.name}  # <domain type='kvm'> with <cpu mode='host-passthrough'/>; "
+            virsh("edit", vm.name, uri=vm.uri)
+            + "  # <domain type='kvm'> with <cpu mode='host-passthrough'/>; "
             "then stop and start it",
         )
