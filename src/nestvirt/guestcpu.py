@@ -27,15 +27,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nestvirt.vocabulary import (  # noqa: F401  (re-exported: guestcpu.X callers)
+    EXTENSION_OF_VENDOR,
+    EXTENSIONS,
+    HOST_CPU_MODES,
+    SVM_VENDORS,
+    VENDOR_NAMES,
+)
+
 ON = frozenset({"require", "force"})
 OFF = frozenset({"disable", "forbid"})
-HOST_MODES = frozenset({"host-passthrough", "host-model", "maximum"})
-EXTENSIONS = ("vmx", "svm")
-# CPUID vendor strings → libvirt's vendor names.
-VENDOR_NAMES = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon"}
-SVM_VENDORS = frozenset({"AMD", "Hygon"})  # the vendors kvm_amd accepts
-# The extension KVM offers on a host of each vendor (libvirt's vendor names).
-EXTENSION_OF_VENDOR = {"Intel": "vmx", "AMD": "svm", "Hygon": "svm"}
+HOST_MODES = HOST_CPU_MODES
 QEMU_DEFAULT_MODEL = "qemu64"  # QEMU's CPU when a domain names none (x86 pc/q35)
 # Models libvirt lists with vendor='unknown': the vendor QEMU gives them (target/i386/cpu.c).
 QEMU_MODEL_VENDORS = {

@@ -31,12 +31,13 @@ from pathlib import Path
 
 from nestvirt.errors import CannotFix, NestvirtError, PermissionRequired
 from nestvirt.model import Change, Plan
+from nestvirt.vocabulary import KVM_MODULE_OF_VENDOR
 
 MODPROBE_FILE = "nestvirt-kvm.conf"
 UDEV_FILE = "65-nestvirt-kvm.rules"
 UDEV_RULE = 'KERNEL=="kvm", GROUP="kvm", MODE="0660"\n'
 KVM_GROUP = "kvm"
-VENDOR_MODULE = {"GenuineIntel": "kvm_intel", "AuthenticAMD": "kvm_amd", "HygonGenuine": "kvm_amd"}
+VENDOR_MODULE = KVM_MODULE_OF_VENDOR
 ON_VALUES = ("Y", "y", "1")
 
 WRITE_MODPROBE = "write-modprobe-conf"

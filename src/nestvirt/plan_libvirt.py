@@ -52,12 +52,13 @@ from nestvirt.domxml import Edit
 from nestvirt.errors import UsageError
 from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
 from nestvirt.model import Change, Finding, Plan, Severity, Unknown
+from nestvirt.vocabulary import HOST_CPU_MODES, RUNNING_STATES, SIZE_UNITS
 
 GIB_KIB = 1024 * 1024
 TCG_DEFAULT_MODEL = "EPYC"
 _ON = ("require", "force")
 _OFF = ("disable", "forbid")
-_PASSTHROUGH_MODES = ("host-passthrough", "host-model", "maximum")
+_PASSTHROUGH_MODES = HOST_CPU_MODES
 
 # Stable identifiers of the kinds of change (Change.action).
 EXPOSE = "expose-virt"
@@ -144,12 +145,7 @@ class _Builder:
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-_SIZE_UNITS = {
-    "k": 1024, "kib": 1024, "kb": 1000,
-    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
-    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
-    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
-}  # fmt: skip
+_SIZE_UNITS = SIZE_UNITS
 MAX_MEMORY_BYTES = 64 * 1024**4
 
 
@@ -429,7 +425,7 @@ def _state(b: _Builder, opts: PlanOptions) -> None:
     if isinstance(f.snapshot_count, int) and f.snapshot_count:
         b.notes.append(f"{f.snapshot_count} snapshot(s) keep the old definition: reverting "
                        "one brings the old CPU back (NV-V06)")  # fmt: skip
-    if f.state in ("running", "paused", "shutting-down", "suspended"):
+    if f.state in RUNNING_STATES:
         if opts.stop:
             b.changes.insert(0, LibvirtChange(
                 action=STOP, codes=("NV-V07",), command=virsh("shutdown", f.name, uri=f.uri),

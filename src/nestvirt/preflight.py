@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from nestvirt.errors import UsageError
+from nestvirt import endpoint
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.rules import Platform
@@ -38,6 +38,7 @@ from nestvirt.rules.operations import (
     normalize_vendor,
     parse_operation,
 )
+from nestvirt.vocabulary import RUNNING_STATES
 
 SCHEMA = "nestvirt.preflight/1"
 
@@ -51,8 +52,6 @@ KVM_CAP_NESTED_STATE = 157
 # Tests (and the documented guard test setup) may state the capability instead of reading it:
 # an integer, e.g. NESTVIRT_NESTED_STATE_CAP=0 for "this host cannot carry nested state".
 ENV_NESTED_STATE = "NESTVIRT_NESTED_STATE_CAP"
-
-RUNNING_STATES = frozenset({"running", "paused", "shutting-down", "suspended", "blocked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +217,12 @@ def preflight(
     """Judge `operation` for `vm` on libvirt (default) or Hyper-V (`hyperv`/`snapshot`);
     `timeout`: how long libvirtd may stay silent (libvirt_session.open_connection)."""
     op = parse_operation(operation) if isinstance(operation, str) else operation
-    if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
-        raise UsageError("use one of --connect, --hyperv and --snapshot")
-    if hyperv is not None or snapshot is not None:
-        return _hyperv(vm, op, hyperv=hyperv, snapshot=snapshot, assume=no_nested_guests)
-    return _libvirt(vm, op, connect, assume=no_nested_guests, timeout=timeout)
+    where = endpoint.parse(connect, hyperv, snapshot)
+    if isinstance(where, endpoint.Libvirt):
+        return _libvirt(vm, op, where.uri, assume=no_nested_guests, timeout=timeout)
+    if isinstance(where, endpoint.HyperV):
+        return _hyperv(vm, op, hyperv=where.host or "", snapshot=None, assume=no_nested_guests)
+    return _hyperv(vm, op, hyperv=None, snapshot=where.path, assume=no_nested_guests)
 
 
 def _libvirt(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from nestvirt import rules
+from nestvirt import endpoint, rules
+from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import ConnectError, UsageError
 from nestvirt.facts import linux_host
 from nestvirt.model import HostReport, StatusReport, VmReport, to_jsonable
 from nestvirt.rules import Platform, Target
 
-LOCAL_URI = "qemu:///system"
+LOCAL_URI = DEFAULT_URI
 
 
 def host_report(*, probe_timeout: float = 2.0) -> HostReport:
@@ -81,18 +82,21 @@ def status(
     timeout: float | None = None,
 ) -> StatusReport:
     """One entry point for every platform; `hyperv` is a host name or "" for this machine."""
-    if sum(x is not None for x in (connect, hyperv, snapshot)) > 1:
-        raise UsageError("use one of --connect, --hyperv and --snapshot")
-    if hyperv is not None or snapshot is not None:
-        if host_only and vm_names:
-            raise UsageError("--host-only takes no VM names")
-        if snapshot is not None and hyperv is None:
-            from nestvirt import linux_snapshot
+    where = endpoint.parse(connect, hyperv, snapshot)
+    if isinstance(where, endpoint.Libvirt):
+        return libvirt_status(vm_names, connect=where.uri, host_only=host_only, timeout=timeout)
+    if host_only and vm_names:
+        raise UsageError("--host-only takes no VM names")
+    if isinstance(where, endpoint.Snapshot):
+        from nestvirt import linux_snapshot
 
-            if linux_snapshot.sniff(snapshot):  # nestvirt collect --linux
-                return linux_snapshot.status_report(snapshot, vm_names, host_only=host_only)
-        from nestvirt.backends import hyperv as hv
+        if linux_snapshot.sniff(where.path):  # nestvirt collect --linux
+            return linux_snapshot.status_report(where.path, vm_names, host_only=host_only)
+    from nestvirt.backends import hyperv as hv
 
-        report = hv.status_report(host=hyperv or None, snapshot=snapshot, vm_names=vm_names)
-        return StatusReport(report.host) if host_only else report
-    return libvirt_status(vm_names, connect=connect, host_only=host_only, timeout=timeout)
+    report = hv.status_report(
+        host=where.host if isinstance(where, endpoint.HyperV) else None,
+        snapshot=where.path if isinstance(where, endpoint.Snapshot) else None,
+        vm_names=vm_names,
+    )
+    return StatusReport(report.host) if host_only else report

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import ConnectError, NotFound, PermissionRequired
-from nestvirt.facts.libvirt_vm import Interface, LibvirtVmFacts
+from nestvirt.facts.libvirt_vm import (
+    Interface,
+    LibvirtVmFacts,
+    cpu_features_of,
+    read_domain_xml,
+)
 from nestvirt.guestcpu import LIBVIRT, QEMU_DEFAULT_MODEL, GuestCpu
 from nestvirt.model import Unknown
 from nestvirt.nwfilter_derive import ANTI_SPOOFING
+from nestvirt.vocabulary import HOST_CPU_MODES
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
@@ -26,7 +33,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_URI = "qemu:///system"
 
 # virDomainState numbers → the words of the status/1 contract.
 _STATES = {
@@ -133,67 +139,29 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         live = etree.fromstring(dom.XMLDesc(0).encode())
         live_features = cpu_features_of(live)
     vendor, extensions = host_cpu(conn)
-    cpu = root.find("cpu")
-    mode = None if cpu is None else cpu.get("mode", "custom")
-    model = None if cpu is None else cpu.findtext("model")
+    domain = read_domain_xml(root)
     return LibvirtVmFacts(
         name=dom.name(),
         uri=str(conn.getURI()),
         state=domain_state(dom),
-        domain_type=root.get("type", ""),
+        domain_type=domain.domain_type,
         host_cpu_vendor=vendor,
         host_virt_extensions=extensions,
-        cpu_mode=mode,
-        cpu_model=model,
-        cpu_features=cpu_features_of(root),
+        cpu_mode=domain.cpu_mode,
+        cpu_model=domain.cpu_model,
+        cpu_features=domain.cpu_features,
         guest_cpu=guest_cpu(conn, root),
         live_cpu_features=live_features,
-        memory_kib=_kib(root.find("memory")),
-        current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
-        max_memory_kib=_kib(root.find("maxMemory")) if root.find("maxMemory") is not None else None,
-        virtio_mem_devices=len(root.findall("devices/memory[@model='virtio-mem']")),
-        balloon_model=_balloon_model(root),
+        memory_kib=domain.memory_kib,
+        current_memory_kib=domain.current_memory_kib,
+        max_memory_kib=domain.max_memory_kib,
+        virtio_mem_devices=domain.virtio_mem_devices,
+        balloon_model=domain.balloon_model,
         interfaces=tuple(_interfaces(conn, root)),
         has_managed_save=_has_managed_save(dom),
         snapshot_count=_snapshot_count(dom),
         host_kvm=host_kvm(conn),
     )
-
-
-def cpu_features_of(root: Any) -> dict[str, str]:
-    return {
-        f.get("name"): f.get("policy", "require")
-        for f in root.findall("cpu/feature")
-        if f.get("name")
-    }
-
-
-_UNITS = {
-    "b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024**2, "mib": 1024**2,
-    "mb": 1000**2, "g": 1024**3, "gib": 1024**3, "gb": 1000**3, "t": 1024**4, "tib": 1024**4,
-    "tb": 1000**4,
-}  # fmt: skip
-
-
-def _kib(element: Any) -> int:
-    if element is None or not (element.text or "").strip():
-        return 0
-    unit = _UNITS.get(element.get("unit", "KiB").lower(), 1024)
-    return int(element.text.strip()) * unit // 1024
-
-
-def _first(root: Any, *paths: str) -> Any:
-    # lxml elements without children are falsy: compare with None, never `or`.
-    for path in paths:
-        node = root.find(path)
-        if node is not None:
-            return node
-    return None
-
-
-def _balloon_model(root: Any) -> str | None:
-    balloon = root.find("devices/memballoon")
-    return None if balloon is None else balloon.get("model")
 
 
 def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
@@ -448,7 +416,7 @@ def _model_vendor(
     conn: libvirt_t.virConnect, virt_type: str, mode: str | None, model: str | None
 ) -> str | None:
     """The CPUID vendor of a named model, from domain capabilities (for the table)."""
-    if mode in ("host-passthrough", "host-model", "maximum"):
+    if mode in HOST_CPU_MODES:
         return None
     name = (model or QEMU_DEFAULT_MODEL).strip()
     kind = virt_type or "kvm"

@@ -32,13 +32,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import ConnectError
 
 if TYPE_CHECKING:
     import libvirt as libvirt_t
 
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_URI = "qemu:///system"
 
 _loop_lock = threading.Lock()
 _loop_running = False

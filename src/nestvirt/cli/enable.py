@@ -73,15 +73,12 @@ def _hyperv_args(
     hyperv: str | None, snapshot: str | None, user: str | None, connect: str | None
 ) -> dict[str, Any] | None:
     """The HyperVSubject arguments, or None for libvirt; UsageError for mixed options."""
-    if hyperv is None and snapshot is None:
-        if user is not None:
-            raise UsageError("--user is for --hyperv HOST (PowerShell Remoting)")
+    from nestvirt import endpoint
+
+    where = endpoint.parse_subject(connect, hyperv, snapshot, user)
+    if not isinstance(where, endpoint.HyperV):
         return None
-    if connect is not None:
-        raise UsageError("--connect is a libvirt URI: leave it out with --hyperv or --snapshot")
-    if hyperv and snapshot:
-        raise UsageError("give either --hyperv HOST or --snapshot FILE, not both")
-    return {"host": hyperv or None, "snapshot": snapshot, "user": user}
+    return {"host": where.host, "snapshot": where.snapshot, "user": where.user}
 
 
 def _subject(

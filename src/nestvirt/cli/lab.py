@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from nestvirt.cli import options
+from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import ExitCode
 
 
@@ -35,7 +36,7 @@ def _progress(enabled: bool) -> Callable[[str], None]:
 @click.option("--keep", is_flag=True, help="Keep the lab VM's definition and files.")
 @click.option("--kernel", metavar="PATH", help="Kernel: a bzImage, a kernel .deb or unpacked root.")
 @click.option("--direct", is_flag=True, help="Boot with QEMU directly instead of libvirt.")
-@click.option("--connect", "-c", metavar="URI", default="qemu:///system", show_default=True)
+@click.option("--connect", "-c", metavar="URI", default=DEFAULT_URI, show_default=True)
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds for the VM.")
 @click.option(
     "--identity",

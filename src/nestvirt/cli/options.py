@@ -1,4 +1,5 @@
-"""Options several commands share, defined once. Imports click only (startup stays fast)."""
+"""Options several commands share, defined once. Imports click and nestvirt.endpoint only
+(startup stays fast)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any, TypeVar
 
 import click
 
+from nestvirt.endpoint import DEFAULT_URI
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-CONNECT_HELP = "libvirt URI (default: qemu:///system)."
+CONNECT_HELP = f"libvirt URI (default: {DEFAULT_URI})."
 HYPERV_HELP = "Hyper-V: this Windows machine, or HOST over PowerShell Remoting."
 
 

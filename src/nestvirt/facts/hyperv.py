@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from nestvirt.errors import NotFound, UsageError
 from nestvirt.model import Unknown
+from nestvirt.vocabulary import AMD, INTEL
 
 SCHEMA = "nestvirt.hyperv-snapshot/1"
 
@@ -122,7 +123,7 @@ class HyperVHostFacts:
         """The vendor: "intel", "amd", or the raw manufacturer string."""
         if isinstance(self.cpu_manufacturer, Unknown):
             return self.cpu_manufacturer
-        return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(
+        return {INTEL: "intel", AMD: "amd"}.get(
             self.cpu_manufacturer.strip(), self.cpu_manufacturer.strip()
         )
 

@@ -1,15 +1,19 @@
 """What the rules need to know about one libvirt domain: plain values only.
 
 Filled by nestvirt.backends.libvirt from the inactive (and, when running, the
-live) domain XML; tests build it directly.
+live) domain XML; tests build it directly. `read_domain_xml` is the one reader of a
+domain definition's own fields, shared by the backend, the guard's hook (no libvirt
+connection) and the lab (a definition not defined yet).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nestvirt.guestcpu import GuestCpu
 from nestvirt.model import Unknown
+from nestvirt.vocabulary import xml_kib
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +52,61 @@ class LibvirtVmFacts:
     has_managed_save: bool | Unknown = False
     snapshot_count: int | Unknown = 0
     host_kvm: bool | None = None  # the host's capabilities offer <domain type='kvm'>; None: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class DomainXml:
+    """What a <domain> definition says by itself (no connection, no host)."""
+
+    name: str
+    domain_type: str  # <domain type='…'>: kvm, qemu (TCG), …
+    cpu_mode: str | None  # None (no <cpu>), custom, host-model, host-passthrough, maximum
+    cpu_model: str | None  # <model> text ("" for an empty <model/>); None without one
+    cpu_features: dict[str, str]  # name -> policy
+    memory_kib: int
+    current_memory_kib: int  # <currentMemory>, else <memory>
+    max_memory_kib: int | None  # <maxMemory> (memory hotplug)
+    virtio_mem_devices: int
+    balloon_model: str | None  # None when there is no <memballoon>
+
+
+def read_domain_xml(root: Any) -> DomainXml:
+    """The definition's own fields from a parsed <domain> (lxml or xml.etree: the
+    ElementTree API only, so the guard's hook stays on the standard library)."""
+    cpu = root.find("cpu")
+    balloon = root.find("devices/memballoon")
+    max_memory = root.find("maxMemory")
+    return DomainXml(
+        name=root.findtext("name") or "",
+        domain_type=root.get("type", ""),
+        cpu_mode=None if cpu is None else cpu.get("mode", "custom"),
+        cpu_model=None if cpu is None else cpu.findtext("model"),
+        cpu_features=cpu_features_of(root),
+        memory_kib=_kib(root.find("memory")),
+        current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
+        max_memory_kib=None if max_memory is None else _kib(max_memory),
+        virtio_mem_devices=len(root.findall("devices/memory[@model='virtio-mem']")),
+        balloon_model=None if balloon is None else balloon.get("model"),
+    )
+
+
+def cpu_features_of(root: Any) -> dict[str, str]:
+    """{feature name: policy} of a <domain>'s <cpu> (policy defaults to require)."""
+    return {
+        f.get("name"): f.get("policy", "require")
+        for f in root.findall("cpu/feature")
+        if f.get("name")
+    }
+
+
+def _kib(element: Any) -> int:
+    return 0 if element is None else xml_kib(element.text, element.get("unit", "KiB"))
+
+
+def _first(root: Any, *paths: str) -> Any:
+    # lxml elements without children are falsy: compare with None, never `or`.
+    for path in paths:
+        node = root.find(path)
+        if node is not None:
+            return node
+    return None

@@ -20,6 +20,7 @@ from nestvirt.facts.guest import GuestFacts
 from nestvirt.facts.guest import gather as guest_facts
 from nestvirt.model import Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult
+from nestvirt.vocabulary import AMD, INTEL
 
 SYS_MODULE = Path("/sys/module")
 KVM_DEVICE = Path("/dev/kvm")
@@ -164,9 +165,9 @@ def mem_available() -> int | Unknown:
 
 def firmware_virt(vendor: str, msr_path: str = "/dev/cpu/0/msr") -> str | Unknown:
     """What firmware allows, from the MSR kvm-ok reads. Needs root and the msr module."""
-    if vendor == "GenuineIntel":
+    if vendor == INTEL:
         register = MSR_FEATURE_CONTROL
-    elif vendor == "AuthenticAMD":
+    elif vendor == AMD:
         register = MSR_VM_CR
     else:
         return Unknown(f"no firmware MSR known for vendor {vendor or 'unknown'}")
@@ -185,7 +186,7 @@ def firmware_virt(vendor: str, msr_path: str = "/dev/cpu/0/msr") -> str | Unknow
 
 def msr_says_disabled(vendor: str, value: int) -> bool:
     """kvm-ok's test: Intel locked (bit 0), VMX outside SMX (bit 2) clear; AMD SVMDIS (bit 4)."""
-    if vendor == "GenuineIntel":
+    if vendor == INTEL:
         return bool(value & 0x1) and not value & 0x4
     return bool(value & 0x10)
 

@@ -21,8 +21,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from nestvirt.backends.libvirt import cpu_features_of
-from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.endpoint import DEFAULT_URI
+from nestvirt.facts.libvirt_vm import LibvirtVmFacts, read_domain_xml
 from nestvirt.guestcpu import EXTENSION_OF_VENDOR, HOST_MODES, QEMU_DEFAULT_MODEL
 from nestvirt.model import Unknown
 
@@ -57,24 +57,23 @@ def facts_from_xml(
     host_vendor: str | Unknown,
     state: str = "running",
     cpu_map: Path = CPU_MAP_DIR,
-    uri: str = "qemu:///system",
+    uri: str = DEFAULT_URI,
 ) -> LibvirtVmFacts:
     """The facts `exposes()` needs, from a parsed <domain> (`host_vendor`: "intel", "amd", …)."""
-    cpu = root.find("cpu")
-    mode = None if cpu is None else cpu.get("mode", "custom")
-    model = None if cpu is None else (cpu.findtext("model") or None)
+    domain = read_domain_xml(root)
+    mode, model = domain.cpu_mode, domain.cpu_model or None
     vendor = None if isinstance(host_vendor, Unknown) else LIBVIRT_VENDOR.get(host_vendor)
     extension = EXTENSION_OF_VENDOR.get(vendor or "")
     return LibvirtVmFacts(
-        name=root.findtext("name") or "",
+        name=domain.name,
         uri=uri,
         state=state,
-        domain_type=root.get("type", ""),
+        domain_type=domain.domain_type,
         host_cpu_vendor=vendor,
         host_virt_extensions=(extension,) if extension else (),
         cpu_mode=mode,
         cpu_model=model,
-        cpu_features=cpu_features_of(root),
+        cpu_features=domain.cpu_features,
         cpu_model_vendor=model_vendor(mode, model, cpu_map),
     )
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from nestvirt.facts.libvirt_vm import LibvirtVmFacts
+from nestvirt.facts.libvirt_vm import LibvirtVmFacts, read_domain_xml
+from nestvirt.vocabulary import EXTENSION_OF_VENDOR
 
 TCG_MODEL = "EPYC"  # TCG emulates AMD SVM (not Intel VMX): an AMD model
 MEMORY_MIB = 1024
 CMDLINE = "console=ttyS0 quiet loglevel=1 panic=-1 mitigations=off"
-EXTENSION_OF_VENDOR = {"AMD": "svm", "Intel": "vmx"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,36 +96,25 @@ def base_xml(spec: LabSpec) -> str:
     )
 
 
-def _kib(element: ET.Element | None) -> int:
-    if element is None or not (element.text or "").strip():
-        return 0
-    unit = {"kib": 1, "k": 1, "mib": 1024, "m": 1024, "gib": 1024**2, "g": 1024**2}
-    return int(element.text or 0) * unit.get(element.get("unit", "KiB").lower(), 1)
-
-
 def facts_of(xml: str, spec: LabSpec, uri: str) -> LibvirtVmFacts:
     """The rules' facts for a lab definition not defined anywhere yet (it is ours: no
     interfaces, snapshots or managed save). After defineXML the backend re-reads them."""
     root = ET.fromstring(xml)
-    cpu = root.find("cpu")
-    features = {} if cpu is None else {
-        f.get("name", ""): f.get("policy", "require") for f in cpu.findall("feature")
-    }  # fmt: skip
-    balloon = root.find("devices/memballoon")
+    domain = read_domain_xml(root)
     host_ext = EXTENSION_OF_VENDOR.get(spec.host_vendor or "")
     return LibvirtVmFacts(
-        name=root.findtext("name") or spec.name,
+        name=domain.name or spec.name,
         uri=uri,
         state="off",
-        domain_type=root.get("type", ""),
+        domain_type=domain.domain_type,
         host_cpu_vendor=spec.host_vendor,
         host_virt_extensions=(host_ext,) if host_ext and spec.accel == "kvm" else (),
-        cpu_mode=None if cpu is None else cpu.get("mode", "custom"),
-        cpu_model=None if cpu is None else cpu.findtext("model"),
-        cpu_features=features,
-        memory_kib=_kib(root.find("memory")),
-        current_memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")),
-        balloon_model=None if balloon is None else balloon.get("model"),
+        cpu_mode=domain.cpu_mode,
+        cpu_model=domain.cpu_model,
+        cpu_features=domain.cpu_features,
+        memory_kib=domain.memory_kib,
+        current_memory_kib=domain.current_memory_kib,
+        balloon_model=domain.balloon_model,
     )
 
 
@@ -144,7 +133,7 @@ def qemu_args(
         sign = "-" if feature.get("policy") in ("disable", "forbid") else "+"
         cpu_arg += f",{sign}{feature.get('name')}"
     accel = "tcg" if root.get("type") == "qemu" else "kvm"
-    memory_mib = max(_kib(root.find("memory")) // 1024, 64)
+    memory_mib = max(read_domain_xml(root).memory_kib // 1024, 64)
     return [
         qemu, "-name", root.findtext("name") or "nestvirt-lab", "-machine", "pc",
         "-accel", accel, "-cpu", cpu_arg, "-m", str(memory_mib), "-smp", "1",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nestvirt.lab.console import frame
+from nestvirt.vocabulary import AMD, INTEL, KVM_MODULE_OF_VENDOR
 
 SCHEMA = "nestvirt.lab-guest/1"
 MODULES_FILE = Path("/lab/modules.json")  # written by the image build
@@ -42,9 +43,9 @@ def cpu_facts(cpuinfo: str) -> dict[str, Any]:
 
 
 def vendor_module(vendor: str | None, flags: list[str]) -> str:
-    if "vmx" in flags or vendor == "GenuineIntel":
-        return "kvm_intel"
-    return "kvm_amd"
+    if "vmx" in flags or vendor == INTEL:
+        return KVM_MODULE_OF_VENDOR[INTEL]
+    return KVM_MODULE_OF_VENDOR[AMD]
 
 
 def load_modules(wanted: str) -> list[dict[str, Any]]:

@@ -30,10 +30,11 @@ from typing import Any
 import nestvirt
 from nestvirt.errors import NestvirtError, NotFound
 from nestvirt.lab import console, cpio, kmod, paths
+from nestvirt.vocabulary import HARDWARE_KVM_MODULES
 
 BUILDER_VERSION = "2"  # bump when the layout of the image changes
 KERNEL_META_PACKAGE = "linux-image-amd64"
-VENDOR_MODULES = ("kvm_amd", "kvm_intel")
+VENDOR_MODULES = tuple(sorted(HARDWARE_KVM_MODULES))  # ("kvm_amd", "kvm_intel")
 BUSYBOX_APPLETS = (
     "sh", "mount", "umount", "insmod", "poweroff", "cat", "echo", "ls", "mkdir", "uname",
     "dmesg", "sleep", "printf",

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from nestvirt import rules
+from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import UsageError
 from nestvirt.lab import boot, domain, expose, image, paths, report
 from nestvirt.lab.report import LabReport
 from nestvirt.model import Finding
 from nestvirt.probe.result import ProbeResult
 from nestvirt.rules.host_linux import linux_boot_hits
+from nestvirt.vocabulary import vendor_name
 
 ACCELS = ("auto", "kvm", "tcg")
 BOOT_TEST_S = 8.0  # a Linux kernel reaches init in ~1 s under working KVM
@@ -43,7 +45,7 @@ class LabOptions:
     keep: bool = False
     kernel: str | None = None
     direct: bool = False
-    uri: str = "qemu:///system"
+    uri: str = DEFAULT_URI
     timeout: float = REPORT_TIMEOUT_S
 
 
@@ -70,7 +72,7 @@ def host_vendor() -> str | None:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("vendor_id"):
                 value = line.split(":", 1)[1].strip()
-                return {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}.get(value, value)
+                return vendor_name(value)
     return None
 
 

@@ -135,20 +135,6 @@ def to_json(result: ProbeResult, findings: list[Finding]) -> dict[str, Any]:
     }
 
 
-def probe_findings(result: ProbeResult, *, guest: bool = True) -> list[Finding]:
-    """NV-H05/H07/H08 for this result (nestvirt.rules.host_linux), and with `guest` the NV-G
-    finding that names this machine's parent and its fix (nestvirt.rules.guest)."""
-    from nestvirt.rules.host_linux import probe_findings as findings
-
-    found = findings(result)
-    if guest:
-        from nestvirt.facts.guest import gather
-        from nestvirt.rules.guest import guest_findings
-
-        found += guest_findings(gather(hypervisor=result.hypervisor, probe=result))
-    return found
-
-
 __all__ = [
     "SCHEMA",
     "Failure",
@@ -156,7 +142,6 @@ __all__ = [
     "ModeResult",
     "ProbeResult",
     "Stage",
-    "probe_findings",
     "run_probe",
     "to_json",
 ]

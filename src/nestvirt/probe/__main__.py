@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="/dev/kvm", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)  # exits 2 on usage errors
     try:
-        from nestvirt.probe import probe_findings, run_probe, to_json
+        from nestvirt.probe import run_probe, to_json
         from nestvirt.probe.report import render_text
+        from nestvirt.rules.probe import probe_findings
 
         result = run_probe(timeout=args.timeout, device=args.device)
         findings = probe_findings(result)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from nestvirt.probe.guests import CODE_ADDRESS, LONG, REAL, Guest
 from nestvirt.probe.result import Failure, ModeResult, Stage
+from nestvirt.vocabulary import HARDWARE_KVM_MODULES
 
 # ioctl request numbers: _IO(0xAE, n), _IOR/_IOW with the struct's size.
 KVM_GET_API_VERSION = 0xAE00
@@ -215,7 +216,7 @@ def capabilities(kvm_fd: int) -> dict[str, bool | int]:
 
 def vendor_module(sys_module: Path = Path("/sys/module")) -> str | None:
     """Which loaded (or built-in) module serves KVM: kvm_intel, kvm_amd, or another kvm_*."""
-    for name in ("kvm_intel", "kvm_amd"):
+    for name in HARDWARE_KVM_MODULES:
         if (sys_module / name).is_dir():
             return name
     try:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from nestvirt.model import Finding
 from nestvirt.probe.result import ProbeResult
+from nestvirt.vocabulary import HARDWARE_KVM_MODULES
 
 MODE_LABELS = {"real": "real mode (16-bit)", "long": "long mode (64-bit)"}
-HARDWARE_MODULES = ("kvm_intel", "kvm_amd")
+HARDWARE_MODULES = HARDWARE_KVM_MODULES
 
 
 def _yes(value: bool | int | None) -> str:

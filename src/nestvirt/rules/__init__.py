@@ -75,19 +75,21 @@ CODE_PATTERN = re.compile(r"^NV-[HVOG]\d{2}$")  # G: seen from inside a guest
 # Renamed codes point to their successor; a code is never reused.
 RETIRED: dict[str, str] = {}
 
-# Modules that register rules; `load()` imports them on first use.
-RULE_MODULES = (
-    "nestvirt.rules.host_linux",
-    "nestvirt.rules.vm_libvirt",
-    "nestvirt.rules.host_windows",
-    "nestvirt.rules.vm_hyperv",
-    "nestvirt.rules.operations",
-    "nestvirt.rules.guest",
-    "nestvirt.rules.vm_libvirt_accel",
-)
+# Modules that register rules, and the platforms they judge. `load(platform)` imports
+# them on first use, only those of that platform (`status --host-only` loads the Linux
+# host rules alone); a new platform adds its rule modules here (docs/rules.md).
+RULE_MODULES: dict[str, frozenset[Platform]] = {
+    "nestvirt.rules.host_linux": frozenset({Platform.LINUX}),
+    "nestvirt.rules.vm_libvirt": frozenset({Platform.LIBVIRT}),
+    "nestvirt.rules.host_windows": frozenset({Platform.WINDOWS}),
+    "nestvirt.rules.vm_hyperv": frozenset({Platform.HYPERV}),
+    "nestvirt.rules.operations": frozenset({Platform.LIBVIRT, Platform.HYPERV}),
+    "nestvirt.rules.guest": frozenset({Platform.LINUX}),
+    "nestvirt.rules.vm_libvirt_accel": frozenset({Platform.LIBVIRT}),
+}
 
 _REGISTRY: dict[str, list[Rule]] = {}
-_loaded = False
+_loaded: set[str] = set()  # the modules of RULE_MODULES imported so far
 
 
 def rule(
@@ -131,22 +133,33 @@ def rules_of(
     return decorator
 
 
-def load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for module in RULE_MODULES:
-        importlib.import_module(module)
-    _loaded = True
+def load(platform: Platform | None = None) -> None:
+    """Import the rule modules of `platform` (every module: None or ANY)."""
+    for module, platforms in RULE_MODULES.items():
+        if module in _loaded:
+            continue
+        if platform in (None, Platform.ANY) or platform in platforms or Platform.ANY in platforms:
+            importlib.import_module(module)
+            _loaded.add(module)
+
+
+def _sorted(rules: Iterable[Rule]) -> list[Rule]:
+    return sorted(rules, key=lambda r: (r.code, r.platform))
 
 
 def all_rules() -> list[Rule]:
     load()
-    return sorted((r for rs in _REGISTRY.values() for r in rs), key=lambda r: (r.code, r.platform))
+    return _sorted(r for rs in _REGISTRY.values() for r in rs)
 
 
 def rules_for(target: Target, platform: Platform) -> list[Rule]:
-    return [r for r in all_rules() if r.target is target and r.platform in (platform, Platform.ANY)]
+    load(platform)
+    return _sorted(
+        r
+        for rs in _REGISTRY.values()
+        for r in rs
+        if r.target is target and r.platform in (platform, Platform.ANY)
+    )
 
 
 def run(target: Target, platform: Platform, *facts: Any) -> list[Finding]:
@@ -170,5 +183,8 @@ def lookup(code: str) -> list[Rule]:
 
 def findings_from(code: str, platform: Platform, hits: Iterable[Hit]) -> list[Finding]:
     """Findings of rule `code` for hits computed outside a rule run (probe, lab)."""
-    (meta,) = [r for r in lookup(code) if r.platform in (platform, Platform.ANY)]
+    load(platform)
+    (meta,) = [
+        r for r in _REGISTRY.get(code) or lookup(code) if r.platform in (platform, Platform.ANY)
+    ]
     return meta.wrap(hits)

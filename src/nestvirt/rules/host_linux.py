@@ -8,11 +8,12 @@ from nestvirt.facts.linux_host import KvmDevice, LinuxHostFacts
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult, Stage
 from nestvirt.rules import Hit, Platform, Target, findings_from, rules_of
+from nestvirt.vocabulary import AMD, KVM_MODULE_OF_VENDOR
 
 GIB = 1024**3
 NESTED_ON = frozenset({"Y", "y", "1"})
 NESTED_OFF = frozenset({"N", "n", "0"})
-VENDOR_MODULE = {"GenuineIntel": "kvm_intel", "AuthenticAMD": "kvm_amd"}
+VENDOR_MODULE = KVM_MODULE_OF_VENDOR
 DEVICE_STAGES = frozenset({Stage.NO_DEVICE, Stage.DENIED})
 
 
@@ -91,7 +92,7 @@ def firmware_virt_disabled(host: LinuxHostFacts) -> Iterator[Hit]:
     kvm-ok; Intel SDM vol. 3 §23.7; AMD APM vol. 2 §15.4.
     """
     if host.firmware_virt == "disabled":
-        register = "VM_CR SVMDIS" if host.cpu_vendor == "AuthenticAMD" else "IA32_FEATURE_CONTROL"
+        register = "VM_CR SVMDIS" if host.cpu_vendor == AMD else "IA32_FEATURE_CONTROL"
         yield Hit(
             f"firmware has disabled virtualization ({register})",
             "enable VT-x/AMD-V in the firmware setup and power-cycle",

@@ -603,8 +603,8 @@ def _memory(f: OperationFacts) -> Iterator[Hit]:
 
 
 def _resize_fix(vm: str) -> str:
-    """Stop, resize, start: the VM name a quoted literal (hyperv_ps.ps_quote's rules)."""
-    from nestvirt.backends.hyperv_ps import ps_quote
+    """Stop, resize, start: the VM name a quoted literal (nestvirt.commands.ps_quote's rules)."""
+    from nestvirt.commands import ps_quote
 
     name = ps_quote(vm)
     return (

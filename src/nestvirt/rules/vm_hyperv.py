@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nestvirt.backends.hyperv_ps import ps_quote
+from nestvirt.commands import ps_quote
 from nestvirt.facts.hyperv import GIB, HyperVHostFacts, HyperVVmFacts
 from nestvirt.model import Severity, Unknown
 from nestvirt.rules import Hit, Platform, Target, rules_of

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nestvirt.probe import _probe, kvm, probe_findings, run_probe
+from nestvirt.probe import _probe, kvm, run_probe
 from nestvirt.probe.guests import (
     LONG,
     MODES,
@@ -23,6 +23,7 @@ from nestvirt.probe.guests import (
     loop_guest,
 )
 from nestvirt.probe.result import Stage
+from nestvirt.rules.probe import probe_findings
 
 from .conftest import open_fds
 

@@ -15,7 +15,8 @@ import json, sys
 before = set(sys.modules)
 import nestvirt.probe
 imported = sorted(set(sys.modules) - before)
-from nestvirt.probe import probe_findings, run_probe, to_json
+from nestvirt.probe import run_probe, to_json
+from nestvirt.rules.probe import probe_findings
 from nestvirt.probe.report import render_text
 result = run_probe()
 render_text(result, probe_findings(result))
