@@ -23,12 +23,14 @@ from nestvirt.errors import ExitCode
 def command(as_json: bool, timeout: float) -> int:
     """Create a VM through /dev/kvm, run guest code in real and 64-bit long mode,
     count and time the exits, and name the hypervisor this machine runs under."""
+    from nestvirt.facts.container import gather as container_facts
     from nestvirt.probe import run_probe, to_json
     from nestvirt.probe.report import render_text
+    from nestvirt.rules.container import container_findings
     from nestvirt.rules.probe import probe_findings
 
     result = run_probe(timeout=timeout)
-    findings = probe_findings(result)
+    findings = [*probe_findings(result), *container_findings(container_facts())]
     if as_json:
         click.echo(json.dumps(to_json(result, findings), indent=2))
     else:

@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nestvirt.facts.container import ContainerFacts
+from nestvirt.facts.container import gather as container_facts
 from nestvirt.facts.guest import GuestFacts
 from nestvirt.facts.guest import gather as guest_facts
 from nestvirt.model import Unknown
@@ -71,6 +73,7 @@ class LinuxHostFacts:
     kvm_boots_linux: bool | Unknown | None = None  # the lab's boot test; None: not tested
     notes: tuple[str, ...] = field(default=())
     guest: GuestFacts | None = None  # what this machine sees of its parent (NV-G rules)
+    container: ContainerFacts | None = None  # container, chroot, CI job (NV-C rules)
 
 
 def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFacts:
@@ -101,6 +104,7 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         probe=probe_result,
         libvirt_qemu=libvirt_qemu_access(device),
         guest=guest_facts(hypervisor=hypervisor, probe=probe_result),
+        container=container_facts(),
     )
 
 

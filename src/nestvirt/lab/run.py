@@ -10,6 +10,7 @@ signal cover even a SIGKILL of this process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -27,8 +28,9 @@ from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import UsageError
 from nestvirt.lab import boot, domain, expose, image, paths, report
 from nestvirt.lab.report import LabReport
-from nestvirt.model import Finding
+from nestvirt.model import Finding, Severity
 from nestvirt.probe.result import ProbeResult
+from nestvirt.rules.container import lab_failure, libvirt_cannot_start
 from nestvirt.rules.host_linux import linux_boot_hits
 from nestvirt.vocabulary import vendor_name
 
@@ -172,7 +174,22 @@ def run_lab(options: LabOptions, progress: Progress | None = None) -> LabReport:
         outcome, exposure = _boot(options, img, accel, say)
         findings += exposure.after
         if outcome.report is None:
-            findings.append(_no_report(outcome, accel))
+            failed = _no_report(outcome, accel, via_libvirt=not options.direct)
+            if not options.direct and libvirt_cannot_start(failed.code):
+                say(f"boot: libvirt cannot start VMs here ({failed.code}); trying QEMU directly")
+                direct = dataclasses.replace(options, direct=True)
+                outcome, _ = _boot(direct, img, accel, say)
+                if outcome.report is not None:
+                    notes.append(
+                        f"libvirt could not start the lab VM here ({failed.code}): "
+                        "fell back to QEMU directly (--direct), which ran it"
+                    )
+                    failed = dataclasses.replace(failed, severity=Severity.WARNING)
+                findings.append(failed)
+                if outcome.report is None:
+                    findings.append(_no_report(outcome, accel, via_libvirt=False))
+            else:
+                findings.append(failed)
         guest = outcome.report
         if outcome.notes:
             notes += outcome.notes
@@ -190,7 +207,17 @@ def _level_line(level: report.Level) -> str:
     return f"kvm_ok={level.kvm_ok}{us} ({level.detail})"
 
 
-def _no_report(outcome: boot.BootOutcome, accel: str) -> Finding:
+def _no_report(outcome: boot.BootOutcome, accel: str, *, via_libvirt: bool) -> Finding:
+    """The finding of the layer that failed (rules/container.py); NV-H07 when KVM's."""
+    started = outcome.start_seconds is not None
+    layer = lab_failure(
+        outcome.error or "", via_libvirt=via_libvirt, started=started, booted=outcome.booted,
+        accel=accel,
+    )  # fmt: skip
+    if layer is not None:
+        code, layer_hit = layer
+        (found,) = rules.findings_from(code, rules.Platform.LINUX, [layer_hit])
+        return found
     tail = outcome.console_tail.strip().splitlines()
     last = f"; console: {tail[-1][:160]}" if tail else ""
     stage = "booted but" if outcome.booted else "did not boot and"

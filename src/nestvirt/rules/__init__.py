@@ -70,7 +70,7 @@ class Rule:
 
 
 HEADINGS = ("What it checks", "Why it matters", "Example", "Fix", "Sources")
-CODE_PATTERN = re.compile(r"^NV-[HVOG]\d{2}$")  # G: seen from inside a guest
+CODE_PATTERN = re.compile(r"^NV-[HVOGC]\d{2}$")  # G: seen from inside a guest; C: containers, CI
 
 # Renamed codes point to their successor; a code is never reused.
 RETIRED: dict[str, str] = {}
@@ -86,6 +86,7 @@ RULE_MODULES: dict[str, frozenset[Platform]] = {
     "nestvirt.rules.operations": frozenset({Platform.LIBVIRT, Platform.HYPERV}),
     "nestvirt.rules.guest": frozenset({Platform.LINUX}),
     "nestvirt.rules.vm_libvirt_accel": frozenset({Platform.LIBVIRT}),
+    "nestvirt.rules.container": frozenset({Platform.LINUX}),
 }
 
 _REGISTRY: dict[str, list[Rule]] = {}

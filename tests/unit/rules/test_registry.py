@@ -20,7 +20,7 @@ def test_every_registered_code_has_a_test_naming_it() -> None:
     text = "\n".join(
         p.read_text() for p in TESTS.rglob("test_*.py") if p.resolve() != Path(__file__).resolve()
     )
-    named = {c.upper().replace("_", "-") for c in re.findall(r"nv[-_][hvog]\d\d", text, re.I)}
+    named = {c.upper().replace("_", "-") for c in re.findall(r"nv[-_][hvogc]\d\d", text, re.I)}
     missing = sorted({r.code for r in rules.all_rules()} - named)
     assert not missing, f"no test names {missing}"
 
@@ -46,7 +46,9 @@ def test_names_and_severities_match_rules_md() -> None:
 def test_linux_and_libvirt_rule_sets_are_complete() -> None:
     linux = {r.code for r in rules.rules_for(Target.HOST, Platform.LINUX)}
     libvirt = {r.code for r in rules.rules_for(Target.VM, Platform.LIBVIRT)}
-    assert linux == {f"NV-H0{i}" for i in range(1, 10)} | {"NV-H10"}
+    assert linux == {f"NV-H0{i}" for i in range(1, 10)} | {"NV-H10"} | {
+        f"NV-C0{i}" for i in range(1, 10)
+    }
     assert libvirt == {f"NV-V0{i}" for i in (1, 2, 3, 4, 5, 6, 7, 9)} | {
         "NV-V10",
         "NV-V11",
