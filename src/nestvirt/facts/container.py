@@ -174,6 +174,9 @@ def detect(
     rooted = same_root()
     if rooted is False:
         seen("chroot", "/ is not PID 1's root (a chroot)")
+    elif isinstance(rooted, Unknown) and root_is_mount_point(read) is False:
+        # PID 1's root hidden (no CAP_SYS_PTRACE): a root that is no mount point is a chroot
+        seen("chroot", f"/ is not a mount point ({rooted.reason}: PID 1's root not comparable)")
     return kind, tuple(evidence)
 
 
