@@ -60,7 +60,7 @@ class Finding:
 
 
 def verdict_of(findings: Iterable[Finding]) -> Verdict:
-    """Ready exactly when no finding is an error (PRODUCT.md)."""
+    """Ready exactly when no finding is an error (docs/contracts.md)."""
     if any(f.severity is Severity.ERROR for f in findings):
         return Verdict.NOT_READY
     return Verdict.READY
@@ -84,7 +84,7 @@ PLAN_SCHEMA = "nestvirt.plan/1"
 
 
 def plan_document(vm: str, changes: Iterable[Change], *, applied: bool) -> dict[str, Any]:
-    """The `nestvirt.plan/1` document (PRODUCT.md), the same for every backend."""
+    """The `nestvirt.plan/1` document (docs/contracts.md), the same for every backend."""
     return {
         "schema": PLAN_SCHEMA,
         "vm": vm,

@@ -2,7 +2,7 @@
 
 The guest-side rules (NV-G…, rules/guest.py) name the parent from these facts
 and give the fix its owner applies there. The sources, each read the way
-systemd's `detect_vm()` reads them (STYLE.md §4): CPUID leaf 0x40000000 and the
+systemd's `detect_vm()` reads them (ordered sources): CPUID leaf 0x40000000 and the
 hypervisor bit (probe/cpuid.py), the DMI strings the firmware presents
 (`/sys/class/dmi/id`), the kernel release (WSL2's kernel names itself), CI
 runner markers (a whitelist of non-secret environment variables), container

@@ -1,7 +1,7 @@
 """What the rules need to know about a Hyper-V host and its VMs: plain values only.
 
-Read from the `nestvirt.hyperv-snapshot/1` JSON document (PRODUCT.md, "Hyper-V
-snapshot format"). The live transports (local PowerShell, PowerShell Remoting)
+Read from the `nestvirt.hyperv-snapshot/1` JSON document (docs/contracts.md,
+"Snapshots"). The live transports (local PowerShell, PowerShell Remoting)
 produce that same document, so one strict parser serves all three.
 
 Strictness: every key of the format must be present with the right JSON type;

@@ -111,7 +111,7 @@ def _probe(
 
 
 def to_json(result: ProbeResult, findings: list[Finding]) -> dict[str, Any]:
-    """The `nestvirt.probe/1` document of PRODUCT.md, exactly."""
+    """The `nestvirt.probe/1` document of docs/contracts.md, exactly."""
     hypervisor = result.hypervisor or HypervisorInfo(False, None, None)
     return {
         "schema": SCHEMA,

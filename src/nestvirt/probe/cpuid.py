@@ -4,7 +4,7 @@
 private page (written, then made read+execute: never writable and executable
 at once), called through ctypes. No external program, standard library only.
 
-`detect_hypervisor()` follows systemd's `detect_vm()` (STYLE.md §4): ordered
+`detect_hypervisor()` follows systemd's `detect_vm()`: ordered
 sources, each recorded as Evidence; a missing file is no evidence, a
 permission error is noted; the answer is cached.
 """

@@ -2,7 +2,7 @@
 
 A rule yields Hit(message, fix) for each problem it sees; the registry turns
 hits into Findings carrying the rule's code, name and severity. Rules read
-facts only: they never touch the system (PRODUCT.md, "Architecture").
+facts only: they never touch the system (docs/architecture.md, docs/rules.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Hit:
 
     message: str
     fix: str | None = None
-    severity: Severity | None = None  # only where RULES.md gives a per-case severity
+    severity: Severity | None = None  # only where a rule documents a per-case severity
 
 
 Check = Callable[..., Iterable[Hit]]

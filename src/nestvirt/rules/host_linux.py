@@ -1,4 +1,4 @@
-"""Linux host rules NV-H01…NV-H09 (RULES.md, "Host — Linux"). Pure functions of LinuxHostFacts."""
+"""Linux host rules NV-H01…NV-H09 (docs/rules.md). Pure functions of LinuxHostFacts."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ thresholds from here, and `nestvirt explain CODE` shows the rows (the
 `## Versions` section `versioned()` adds to a rule's docstring), so the text and
 the code cannot drift apart.
 
-Eras (RULES.md, REFERENCE.md "Hyper-V: which build lifted which preview limit"):
+Eras (which build lifted which preview limit; `nestvirt explain` shows the rows):
 
 * before 10565: no nested virtualization at all;
 * preview, 10565 ≤ build < 14361: the seed page's limits, kept exactly

@@ -1,4 +1,4 @@
-"""Operation rules NV-O01…NV-O04 (RULES.md, "Operations"): is this operation safe for this VM now?
+"""Operation rules NV-O01…NV-O04 (docs/rules.md): is this operation safe for this VM now?
 
 Pure functions of `OperationFacts`; `judge()` runs the ones for a platform. The
 preflight command (`nestvirt.preflight`) and the libvirt hook (`nestvirt.guard`)
@@ -41,7 +41,7 @@ that no nested guests run: nestvirt cannot see inside a VM):
 
 When whether the VM exposes the extensions could not be told (`exposes` is
 Unknown), every UNSAFE above becomes a warning that says so: missing evidence
-is never an error (STYLE.md).
+is never an error (docs/rules.md).
 """
 
 from __future__ import annotations

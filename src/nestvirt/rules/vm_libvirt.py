@@ -1,4 +1,4 @@
-"""VM rules for libvirt domains (RULES.md, "VM", libvirt column): pure functions of facts."""
+"""VM rules for libvirt domains (docs/rules.md): pure functions of facts."""
 
 from __future__ import annotations
 
