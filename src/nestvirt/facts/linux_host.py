@@ -1,7 +1,7 @@
 """Facts about the Linux host nestvirt runs on. Read-only, standard library only.
 
 A fact that could not be read is Unknown(reason); a missing file is simply
-"not there" (STYLE.md, "Facts").
+"not there" (docs/rules.md, "What a rule may do").
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import grp
 import os
 import pwd
 import re
-import socket
 import stat
 import struct
 from dataclasses import dataclass, field
@@ -89,7 +88,7 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         probe_result = probe(timeout=probe_timeout)
     hypervisor = _hypervisor()
     return LinuxHostFacts(
-        hostname=socket.gethostname(),
+        hostname=os.uname().nodename,  # gethostname(2), without importing socket
         kernel=os.uname().release,
         cpu_vendor=vendor,
         cpu_model=cpuinfo.get("model name", Unknown("no model name in /proc/cpuinfo")),
