@@ -79,3 +79,11 @@ def test_registry_refuses_bad_rules() -> None:
     check.__doc__ = "no headings"
     with pytest.raises(ValueError, match="headings"):
         rules.rule("NV-H98", "h98", Severity.INFO, target=Target.HOST, platform=Platform.ANY)(check)
+
+
+def test_rule_modules_declare_the_platforms_they_judge() -> None:
+    # rules.run(target, platform) imports only the modules declared for that platform
+    for r in rules.all_rules():
+        module = r.check.__module__
+        assert module in rules.RULE_MODULES, (r.code, module)
+        assert r.platform in rules.RULE_MODULES[module] | {Platform.ANY}, (r.code, module)
