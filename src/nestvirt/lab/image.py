@@ -371,7 +371,9 @@ def _stdlib_files(python: Python) -> Iterator[Path]:
         if here == python.dynload:
             continue
         for name in sorted(files):
-            if name.endswith(".py"):
+            # a dangling link (Debian's sitecustomize.py -> /etc/python3.X/, absent in a
+            # container root that has /usr alone) is not part of the stdlib
+            if name.endswith(".py") and (here / name).exists():
                 yield here / name
 
 
