@@ -28,7 +28,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 import types
 import typing
@@ -154,23 +153,15 @@ def collect() -> dict[str, Any]:
 
 
 def write(output: str | Path, doc: dict[str, Any]) -> Path:
-    """Write via a temporary file in the same directory + rename: never a half file."""
+    """Write via a temporary file in the same directory + rename: never a half file
+    (nestvirt.statedir.atomic_write, the one atomic write)."""
+    from nestvirt.statedir import atomic_write
+
     target = Path(output)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise NotFound(f"directory {str(directory)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, json.dumps(doc, indent=2) + "\n", what="the snapshot")
     return target
 
 

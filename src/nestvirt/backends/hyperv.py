@@ -18,12 +18,10 @@ How the generic CLI uses this module:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,22 +153,15 @@ def status_report(
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same directory + rename: never a half file."""
+    """Write via a temporary file in the same directory + rename: never a half file
+    (nestvirt.statedir.atomic_write, the one atomic write)."""
+    from nestvirt.statedir import atomic_write
+
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise NotFound(f"directory {str(directory)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(target, text, what="the snapshot")
     return target
 
 
