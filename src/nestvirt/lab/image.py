@@ -30,6 +30,7 @@ from typing import Any
 import nestvirt
 from nestvirt.errors import NestvirtError, NotFound
 from nestvirt.lab import console, cpio, kmod, paths
+from nestvirt.statedir import atomic_write
 from nestvirt.vocabulary import HARDWARE_KVM_MODULES
 
 BUILDER_VERSION = "2"  # bump when the layout of the image changes
@@ -279,9 +280,8 @@ def _resolved_kernel_package(cache: Path) -> tuple[str, str]:
     package, version = _apt_kernel_package()
     with contextlib.suppress(OSError):
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"stamp": stamp, "package": package, "version": version}))
-        os.replace(tmp, memo)
+        resolved = {"stamp": stamp, "package": package, "version": version}
+        atomic_write(memo, json.dumps(resolved), mode=0o644, what="the lab's kernel memo")
     return package, version
 
 

@@ -32,6 +32,7 @@ from nestvirt.model import Finding, Severity
 from nestvirt.probe.result import ProbeResult
 from nestvirt.rules.container import lab_failure, libvirt_cannot_start
 from nestvirt.rules.host_linux import linux_boot_hits
+from nestvirt.statedir import atomic_write
 from nestvirt.vocabulary import vendor_name
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -128,9 +129,7 @@ def choose_accel(
     }
     with contextlib.suppress(OSError):
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(verdict) + "\n")
-        os.replace(tmp, cache)
+        atomic_write(cache, json.dumps(verdict) + "\n", mode=0o644, what="the lab's KVM verdict")
     return _accel_verdict(verdict, probe, cached=False)
 
 
