@@ -36,13 +36,16 @@ def command(hyperv: str, output: str, user: str | None, linux: bool, vms: tuple[
     or with --linux the nestvirt.linux-snapshot/1 of this Linux machine."""
     if linux:
         return _linux(output, hyperv, user, vms)
+    from nestvirt import endpoint
     from nestvirt.backends import hyperv as backend
 
+    where = endpoint.parse_subject(hyperv=hyperv, user=user)
+    assert isinstance(where, endpoint.HyperV)  # `--hyperv` defaults to "" (this computer)
     snap = backend.collect_snapshot(
-        host=hyperv or None, output=output, vm_names=list(vms), user=user
+        host=where.host, output=output, vm_names=list(vms), user=where.user
     )
-    where = hyperv or "this computer"
-    click.echo(f"wrote {output}: host {snap.host.name} ({where}), {len(snap.vms)} VM(s)", err=True)
+    host = where.host or "this computer"
+    click.echo(f"wrote {output}: host {snap.host.name} ({host}), {len(snap.vms)} VM(s)", err=True)
     return 0
 
 
