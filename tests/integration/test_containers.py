@@ -135,3 +135,22 @@ def test_chroot_into_a_mount_point_has_no_namespace_finding(tmp_path: Path) -> N
     assert "make-rslave=0" in proc.stderr
     assert report["host"]["facts"]["container"]["root_is_mount_point"] is True
     assert "NV-C05" not in findings(report)
+
+
+def test_nspawn_lab_direct_runs_the_nested_guest(tmp_path: Path) -> None:
+    """The usable case end to end: the lab builds its image inside (apt's lists read-only from
+    this machine, for the kernel package lookup) and boots it with QEMU directly."""
+    root = make_root(tmp_path / "root")
+    binds = [f"--bind-ro={d}" for d in ("/var/lib/apt", "/var/lib/dpkg", "/etc/apt")]
+    for d in binds:
+        (root / d.partition("=")[2][1:]).mkdir(parents=True, exist_ok=True)
+    proc = nspawn(
+        root, "--bind=/dev/kvm", *binds, "--setenv=NESTVIRT_LAB_CACHE=/var/tmp/lab-cache",
+        "--setenv=NESTVIRT_LAB_STATE=/var/tmp/lab-state",
+        "/usr/bin/python3", "-m", "nestvirt", "lab", "--direct", "--json",
+    )  # fmt: skip
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["schema"] == "nestvirt.lab/1"
+    assert proc.returncode == 0 and report["ok"] is True, report["findings"]
+    assert [level["depth"] for level in report["levels"]] == [0, 1]
