@@ -12,6 +12,7 @@ packages=(
   libvirt-dev pkg-config gcc python3-dev python3-venv  # to build libvirt-python
   busybox-static cpio                   # the lab's initramfs
   util-linux procps                     # setpriv, pgrep
+  systemd-container                     # systemd-nspawn: the container tests (issue 16)
 )
 missing=()
 for p in "${packages[@]}"; do
