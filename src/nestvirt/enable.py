@@ -42,6 +42,7 @@ from nestvirt.errors import (
 from nestvirt.journal import DIVERGED, DONE, FAILED, PENDING, ROLLED_BACK, Entry, Journal
 from nestvirt.model import Finding, Plan, Severity, plan_document
 from nestvirt.statedir import StateError
+from nestvirt.vocabulary import RUNNING_STATES
 
 if TYPE_CHECKING:
     from nestvirt.plan_libvirt import PlanOptions
@@ -523,7 +524,7 @@ class LibvirtSubject:
 
         facts = backend.vm_facts(self.conn, self.dom)
         findings = rules.run(rules.Target.VM, rules.Platform.LIBVIRT, facts)
-        running = facts.state not in ("off", "saved", "crashed", "unknown")
+        running = facts.state in RUNNING_STATES
         return Snapshot(backend.inactive_xml(self.dom), facts, tuple(findings), running)
 
     def plan(self, snap: Snapshot, action: str, undo: Entry | None) -> Plan:

@@ -26,6 +26,21 @@ def vendor_name(cpuid_vendor: str) -> str:
     return VENDOR_NAMES.get(text, text)
 
 
+# Short lower-case keys of the vendor names CPUID, libvirt and WMI use.
+VENDOR_KEYS = {
+    "genuineintel": "intel", "intel": "intel",
+    "authenticamd": "amd", "amd": "amd",
+    "hygongenuine": "hygon", "hygon": "hygon",
+}  # fmt: skip
+LIBVIRT_NAME_OF_KEY = {"intel": "Intel", "amd": "AMD", "hygon": "Hygon"}
+
+
+def vendor_key(vendor: str) -> str:
+    """ "intel", "amd", "hygon" for any spelling of those vendors; others lower-cased."""
+    text = vendor.strip().lower()
+    return VENDOR_KEYS.get(text, text)
+
+
 # ------------------------------------------------------------------ extensions and KVM modules
 
 EXTENSIONS = ("vmx", "svm")

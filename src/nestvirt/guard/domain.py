@@ -25,9 +25,10 @@ from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts, read_domain_xml
 from nestvirt.guestcpu import EXTENSION_OF_VENDOR, HOST_MODES, QEMU_DEFAULT_MODEL
 from nestvirt.model import Unknown
+from nestvirt.vocabulary import LIBVIRT_NAME_OF_KEY
 
 CPU_MAP_DIR = Path("/usr/share/libvirt/cpu_map")
-LIBVIRT_VENDOR = {"intel": "Intel", "amd": "AMD", "hygon": "Hygon"}
+LIBVIRT_VENDOR = LIBVIRT_NAME_OF_KEY
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 # Our own metadata element: `nested-guests="none"` asserts that no nested guests

@@ -54,6 +54,7 @@ from nestvirt.commands import virsh
 from nestvirt.model import Finding, Severity, Unknown
 from nestvirt.rules import Check, Hit, Platform, Rule, Target, rule
 from nestvirt.rules.hyperv_table import LIFTED_BUILD, LIFTED_VERSION, preview_limits, versioned
+from nestvirt.vocabulary import vendor_key
 
 
 class Operation(StrEnum):
@@ -100,15 +101,7 @@ def normalize_vendor(vendor: str | None) -> str | Unknown:
     """CPUID/libvirt/WMI vendor names → "intel", "amd", "hygon" or the lower-cased name."""
     if not vendor:
         return Unknown("CPU vendor not known")
-    v = vendor.strip().lower()
-    return {
-        "genuineintel": "intel",
-        "intel": "intel",
-        "authenticamd": "amd",
-        "amd": "amd",
-        "hygongenuine": "hygon",
-        "hygon": "hygon",
-    }.get(v, v)
+    return vendor_key(vendor)
 
 
 def parse_operation(text: str) -> Operation:
