@@ -82,8 +82,12 @@ def floor(uri: str) -> None:
     """The bare fetch: every domain's inactive XML and state, one after another."""
     conn = libvirt.openReadOnly(uri)
     for dom in conn.listAllDomains(0):
-        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        dom.state()
+        try:
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            dom.state()
+        except libvirt.libvirtError as exc:  # another program's test domain, gone meanwhile
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
     conn.close()
 
 

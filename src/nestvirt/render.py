@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -25,6 +26,7 @@ def console(out: TextIO | None = None) -> Any:
 
 def findings_table(findings: Iterable[Finding]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1), expand=False)
     table.add_column("code", no_wrap=True)
@@ -33,8 +35,50 @@ def findings_table(findings: Iterable[Finding]) -> Any:
     table.add_column("fix")
     for f in findings:
         style = SEVERITY_STYLE[f.severity]
-        table.add_row(f.code, f"[{style}]{f.severity}[/]", f.message, f.fix or "")
+        # Text, not markup: a message's "[asked QEMU: …]" is text, not a style tag
+        table.add_row(
+            f.code, Text(str(f.severity), style=style), Text(f.message), Text(f.fix or "")
+        )
     return table
+
+
+# Stand-ins for a cell's visible characters: rich wraps a cell by the lengths of its words
+# only, so findings whose words are as long as each other's are laid out alike; each
+# layout is made once and filled in with each table's own characters.
+_MESSAGE, _FIX = "\ue000", "\ue001"
+_WORD_CHAR = re.compile(r"\S")
+
+
+def _fits_template(text: str) -> bool:
+    from rich.cells import cell_len
+
+    return _MESSAGE not in text and _FIX not in text and cell_len(text) == len(text)
+
+
+def table_text(con: Any, findings: tuple[Finding, ...], layouts: dict[Any, str]) -> str:
+    """findings_table(findings) as `con` prints it, from a cached layout when one fits."""
+    fixes = [f.fix or "" for f in findings]
+    if not all(
+        _fits_template(f.message) and _fits_template(x)
+        for f, x in zip(findings, fixes, strict=True)
+    ):
+        return _capture(con, findings_table(findings))
+    shapes = tuple(
+        (f.code, f.severity, _WORD_CHAR.sub(_MESSAGE, f.message), _WORD_CHAR.sub(_FIX, x))
+        for f, x in zip(findings, fixes, strict=True)
+    )
+    if shapes not in layouts:
+        stand_ins = [Finding(c, "", sev, m, x) for c, sev, m, x in shapes]
+        layouts[shapes] = _capture(con, findings_table(stand_ins))
+    layout = layouts[shapes]
+    chars = {
+        _MESSAGE: "".join("".join(f.message.split()) for f in findings),
+        _FIX: "".join("".join(x.split()) for x in fixes),
+    }
+    if any(layout.count(mark) != len(text) for mark, text in chars.items()):
+        return _capture(con, findings_table(findings))  # rich cut a word short (…)
+    feeds = {mark: iter(text) for mark, text in chars.items()}
+    return re.sub(f"[{_MESSAGE}{_FIX}]", lambda m: next(feeds[m.group()]), layout)
 
 
 def _heading(title: str, verdict: Verdict) -> str:
@@ -89,6 +133,15 @@ def _shown(value: Any) -> str:
     return "?" if value is None else str(value)
 
 
+_SLOT = "NESTVIRT-SLOT"
+
+
+def _capture(con: Any, renderable: Any) -> str:
+    with con.capture() as captured:
+        con.print(renderable)
+    return str(captured.get())
+
+
 def print_status(report: StatusReport, out: TextIO | None = None) -> None:
     con = console(out)
     host = report.host
@@ -97,11 +150,20 @@ def print_status(report: StatusReport, out: TextIO | None = None) -> None:
         con.print(f"  {line}")
     if host.findings:
         con.print(findings_table(host.findings))
+    # rich's layout is the cost of a 1,000-VM report: tables alike are laid out once
+    # (table_text), and each heading's styling is made once.
+    layouts: dict[Any, str] = {}
+    verdicts = {v: _capture(con, _heading(_SLOT, v)).split(_SLOT) for v in Verdict}
     for vm in report.vms:
-        con.print()
-        con.print(_heading(f"VM {vm.name} ({vm.backend}, {vm.state})", vm.verdict))
+        title = f"VM {vm.name} ({vm.backend}, {vm.state})"
+        if len(title) + len(vm.verdict) + 2 < con.width and "[" not in title:
+            before, after = verdicts[vm.verdict]
+            con.file.write(f"\n{before}{title}{after}")
+        else:  # rich wraps what is too wide
+            con.print()
+            con.print(_heading(title, vm.verdict))
         if vm.findings:
-            con.print(findings_table(vm.findings))
+            con.file.write(table_text(con, vm.findings, layouts))
     con.print()
     ready = sum(vm.verdict is Verdict.READY for vm in report.vms)
     vms = f"; VMs ready for nesting: {ready}/{len(report.vms)}" if report.vms else ""

@@ -49,8 +49,7 @@ def libvirt_status(
         host = remote_host_report(conn, uri) if backend.uri_host(uri) else host_report()
         domains = [backend.lookup_domain(conn, n) for n in vm_names] or backend.list_domains(conn)
         reports = []
-        for dom in domains:
-            facts = backend.vm_facts(conn, dom)
+        for facts in backend.all_vm_facts(conn, domains):
             findings = rules.run(Target.VM, Platform.LIBVIRT, facts)
             reports.append(VmReport(facts.name, "libvirt", facts.state, tuple(findings)))
     finally:

@@ -115,10 +115,15 @@ def inactive_xml(dom: libvirt_t.virDomain) -> str:
     """The persistent definition, as `virsh dumpxml --inactive` prints it."""
     lv = _libvirt()
     flags = lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE
-    try:
-        return str(dom.XMLDesc(flags))
-    except lv.libvirtError:  # read-only connections may not see secure data
-        return str(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
+    denied = _SECURE_DENIED.get(dom.connect(), False)
+    if not denied:
+        try:
+            return str(dom.XMLDesc(flags))
+        except lv.libvirtError as exc:  # read-only connections may not see secure data
+            if exc.get_error_code() != lv.VIR_ERR_OPERATION_DENIED:
+                raise
+            _SECURE_DENIED[dom.connect()] = True  # asked once per connection, not per domain
+    return str(dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE))
 
 
 def domain_state(dom: libvirt_t.virDomain) -> str:
@@ -128,22 +133,44 @@ def domain_state(dom: libvirt_t.virDomain) -> str:
     return state
 
 
-def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmFacts:
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What libvirt said about one domain, fetched ahead (see `all_vm_facts`)."""
+
+    xml: str
+    live_xml: str | None
+    state: str
+    has_managed_save: bool | Unknown
+    snapshot_count: int | Unknown
+
+
+def vm_facts(
+    conn: libvirt_t.virConnect, dom: libvirt_t.virDomain, fetched: Fetched | None = None
+) -> LibvirtVmFacts:
     """Everything the VM rules read, from the inactive (and live) definition."""
     from lxml import etree
 
-    root = etree.fromstring(inactive_xml(dom).encode())
-    running = dom.isActive() == 1
+    if fetched is None:
+        running = dom.isActive() == 1
+        managed_save = _has_managed_save(dom)
+        state = _STATES.get(dom.state()[0], "unknown")
+        fetched = Fetched(
+            xml=inactive_xml(dom),
+            live_xml=str(dom.XMLDesc(0)) if running else None,
+            state="saved" if state == "off" and managed_save is True else state,
+            has_managed_save=managed_save,
+            snapshot_count=_snapshot_count(dom),
+        )
+    root = etree.fromstring(fetched.xml.encode())
     live_features = None
-    if running:
-        live = etree.fromstring(dom.XMLDesc(0).encode())
-        live_features = cpu_features_of(live)
+    if fetched.live_xml is not None:
+        live_features = cpu_features_of(etree.fromstring(fetched.live_xml.encode()))
     vendor, extensions = host_cpu(conn)
     domain = read_domain_xml(root)
     return LibvirtVmFacts(
         name=dom.name(),
-        uri=str(conn.getURI()),
-        state=domain_state(dom),
+        uri=_once(conn, ("uri",), lambda: str(conn.getURI())),
+        state=fetched.state,
         domain_type=domain.domain_type,
         host_cpu_vendor=vendor,
         host_virt_extensions=extensions,
@@ -158,10 +185,89 @@ def vm_facts(conn: libvirt_t.virConnect, dom: libvirt_t.virDomain) -> LibvirtVmF
         virtio_mem_devices=domain.virtio_mem_devices,
         balloon_model=domain.balloon_model,
         interfaces=tuple(_interfaces(conn, root)),
-        has_managed_save=_has_managed_save(dom),
-        snapshot_count=_snapshot_count(dom),
+        has_managed_save=fetched.has_managed_save,
+        snapshot_count=fetched.snapshot_count,
         host_kvm=host_kvm(conn),
     )
+
+
+# Threads fetching domain XML at once: libvirt-python drops the GIL while it waits, the
+# remote driver keeps several calls in flight on one connection, libvirtd answers them
+# with its worker pool (20 by default).
+FETCH_WORKERS = 8
+
+
+def all_vm_facts(
+    conn: libvirt_t.virConnect,
+    domains: list[libvirt_t.virDomain],
+    *,
+    workers: int = FETCH_WORKERS,
+) -> list[LibvirtVmFacts]:
+    """vm_facts for many domains, with batched libvirt calls where libvirt has them.
+
+    State, managed-save images and snapshot presence come from three calls for all the
+    domains (domainListGetStats, listAllDomains with filters); each domain's XML is one
+    call, made by a small thread pool. A domain undefined meanwhile is left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lv = _libvirt()
+    if not domains:
+        return []
+    states = _batched_states(conn, domains)
+    saved = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+    with_snapshots = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
+
+    def fetch(dom: libvirt_t.virDomain) -> Fetched | None:
+        key = dom.UUIDString()
+        try:
+            raw = states.get(key)
+            if raw is None:
+                raw = dom.state()[0]
+            state = _STATES.get(raw, "unknown")
+            running = raw not in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED)
+            if raw == lv.VIR_DOMAIN_CRASHED:
+                running = dom.isActive() == 1
+            managed: bool | Unknown = _has_managed_save(dom) if saved is None else key in saved
+            if with_snapshots is None:
+                count: int | Unknown = _snapshot_count(dom)
+            else:
+                count = _snapshot_count(dom) if key in with_snapshots else 0
+            return Fetched(
+                xml=inactive_xml(dom),
+                live_xml=str(dom.XMLDesc(0)) if running else None,
+                state="saved" if state == "off" and managed is True else state,
+                has_managed_save=managed,
+                snapshot_count=count,
+            )
+        except lv.libvirtError as exc:
+            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                return None  # undefined while we looked
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(domains)))) as pool:
+        fetched = list(pool.map(fetch, domains))
+    return [vm_facts(conn, d, f) for d, f in zip(domains, fetched, strict=True) if f is not None]
+
+
+def _batched_states(
+    conn: libvirt_t.virConnect, domains: list[libvirt_t.virDomain]
+) -> dict[str, int]:
+    """UUID → virDomainState for `domains` in one call ({} when the driver lacks it)."""
+    lv = _libvirt()
+    try:
+        stats = conn.domainListGetStats(domains, lv.VIR_DOMAIN_STATS_STATE, 0)
+    except lv.libvirtError:
+        return {}
+    return {dom.UUIDString(): int(values.get("state.state", 0)) for dom, values in stats}
+
+
+def _uuids_listed(conn: libvirt_t.virConnect, flag: int) -> set[str] | None:
+    """UUIDs of the domains listAllDomains(flag) returns; None when the driver refuses."""
+    lv = _libvirt()
+    try:
+        return {d.UUIDString() for d in conn.listAllDomains(flag)}
+    except lv.libvirtError:
+        return None
 
 
 def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
@@ -178,6 +284,7 @@ def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
 # What a connection's capabilities say does not change while it is open: each
 # answer is asked once per connection, not once per domain.
 _ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+_SECURE_DENIED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def _once(conn: libvirt_t.virConnect, key: tuple[str, ...], compute: Callable[[], T]) -> T:
