@@ -10,7 +10,19 @@ from nestvirt.errors import ExitCode
 
 @click.command()
 @click.argument("vms", nargs=-1)
-@options.connect
+@click.option(
+    "--connect",
+    "-c",
+    "connects",
+    metavar="URI",
+    multiple=True,
+    help=options.CONNECT_HELP + " Repeat it to ask several hosts at once.",
+)
+@click.option(
+    "--inventory",
+    metavar="FILE",
+    help="Ask every libvirt URI in FILE (one per line, # comments) at once.",
+)
 @click.option("--host-only", is_flag=True, help="Report the host only.")
 @options.hyperv(metavar="HOST")
 @options.snapshot("Analyse a collected snapshot offline (Hyper-V, or `collect --linux`).")
@@ -18,7 +30,8 @@ from nestvirt.errors import ExitCode
 @options.libvirt_timeout
 def command(
     vms: tuple[str, ...],
-    connect: str | None,
+    connects: tuple[str, ...],
+    inventory: str | None,
     host_only: bool,
     hyperv: str | None,
     snapshot: str | None,
@@ -29,11 +42,15 @@ def command(
 
     Exit 0: all ready; 1: something is not ready; 2: usage or connection error.
     """
+    if len(connects) > 1 or inventory is not None:  # a fleet (nestvirt.fleet)
+        from nestvirt.cli.status_fleet import run_fleet
+
+        return run_fleet(connects, inventory, vms, host_only, hyperv, snapshot, as_json, timeout)
     from nestvirt.status import status
 
     report = status(
         list(vms),
-        connect=connect,
+        connect=connects[0] if connects else None,
         host_only=host_only,
         hyperv=hyperv,
         snapshot=snapshot,

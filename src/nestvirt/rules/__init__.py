@@ -87,6 +87,7 @@ RULE_MODULES: dict[str, frozenset[Platform]] = {
     "nestvirt.rules.guest": frozenset({Platform.LINUX}),
     "nestvirt.rules.vm_libvirt_accel": frozenset({Platform.LIBVIRT}),
     "nestvirt.rules.container": frozenset({Platform.LINUX}),
+    "nestvirt.rules.fleet": frozenset({Platform.LIBVIRT}),
 }
 
 _REGISTRY: dict[str, list[Rule]] = {}
