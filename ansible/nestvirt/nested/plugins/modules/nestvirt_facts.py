@@ -1,0 +1,108 @@
+#!/usr/bin/python
+"""Ansible module: nestvirt status as facts."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: nestvirt_facts
+short_description: Nested-virtualization readiness of a libvirt host and its VMs as facts
+version_added: "0.1.0"
+description:
+  - Runs nestvirt's status (its library, not its CLI) on the managed node and returns the
+    C(nestvirt.status/1) document as the fact C(nestvirt), plus the finding codes.
+  - Read-only; supports check mode.
+options:
+  uri:
+    description: libvirt URI of the daemon to ask.
+    type: str
+    default: qemu:///system
+  vms:
+    description: Only these domains (default every domain).
+    type: list
+    elements: str
+    default: []
+  timeout:
+    description: Seconds libvirt may stay silent before the module fails.
+    type: float
+    default: 30
+requirements:
+  - nestvirt (and libvirt-python) in the Python interpreter Ansible uses on the node
+author:
+  - nestvirt contributors
+"""
+
+EXAMPLES = r"""
+- name: Read nestvirt's verdicts
+  nestvirt.nested.nestvirt_facts:
+    uri: qemu:///system
+
+- name: Fail when a VM cannot nest
+  ansible.builtin.fail:
+    msg: "{{ ansible_facts.nestvirt.vms | selectattr('verdict', 'ne', 'ready') | map(attribute='name') }}"
+  when: "'NV-V01' in nestvirt_codes"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(nestvirt) is the nestvirt.status/1 document.
+  returned: always
+  type: dict
+verdict:
+  description: C(ready) or C(not-ready), for the host and all its VMs together.
+  returned: always
+  type: str
+  sample: not-ready
+codes:
+  description: Every finding code of the host and its VMs, sorted, once each.
+  returned: always
+  type: list
+  elements: str
+  sample: [NV-V01, NV-V03]
+vm_codes:
+  description: Finding codes per VM name.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "uri": {"type": "str", "default": "qemu:///system"},
+            "vms": {"type": "list", "elements": "str", "default": []},
+            "timeout": {"type": "float", "default": 30.0},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from nestvirt.errors import NestvirtError
+        from nestvirt.status import status
+    except ImportError as exc:
+        module.fail_json(msg=f"nestvirt is not installed for {module._name}'s Python: {exc}")
+        return
+    try:
+        report = status(
+            module.params["vms"], connect=module.params["uri"], timeout=module.params["timeout"]
+        )
+    except NestvirtError as exc:
+        module.fail_json(msg=str(exc))
+        return
+    document = report.to_json()
+    vm_codes = {vm.name: sorted({f.code for f in vm.findings}) for vm in report.vms}
+    codes = sorted(
+        {f.code for f in report.host.findings} | {c for cs in vm_codes.values() for c in cs}
+    )
+    module.exit_json(
+        changed=False,
+        ansible_facts={"nestvirt": document, "nestvirt_codes": codes},
+        verdict=str(report.verdict),
+        codes=codes,
+        vm_codes=vm_codes,
+    )
+
+
+if __name__ == "__main__":
+    main()

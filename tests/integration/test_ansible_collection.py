@@ -1,0 +1,86 @@
+"""The Ansible collection nestvirt.nested (issue 15) through ansible-playbook, connection
+local, against the real qemu:///system: check mode plans and changes nothing, a real run
+fixes the domain, a second run changes nothing, undo restores the exact definition."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from tests.integration.conftest import NO_SVM_CPU
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTION = ROOT / "ansible" / "nestvirt" / "nested"
+PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("collections")
+    shutil.copytree(COLLECTION, root / "ansible_collections" / "nestvirt" / "nested")
+    return root
+
+
+def play(collections: Path, tmp: Path, task: str, *flags: str) -> dict[str, object]:
+    """Run one task on localhost; its result."""
+    book, result = tmp / "play.yml", tmp / "result.json"
+    book.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        f"    - {task}\n      register: out\n"
+        "    - ansible.builtin.copy:\n"
+        f"        dest: {result}\n"
+        "        content: '{{ out | to_json }}'\n"
+        "      check_mode: false\n"
+        "      diff: false\n"
+    )
+    env = {
+        **os.environ,
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_LOCALHOST_WARNING": "false",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
+    }
+    done = subprocess.run(
+        [PLAYBOOK, "-c", "local", "-i", "localhost,", str(book), *flags,
+         "-e", f"ansible_python_interpreter={sys.executable}"],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return dict(json.loads(result.read_text()))
+
+
+def test_vm_check_fix_idempotent_undo(
+    define: Callable[..., libvirt.virDomain], collections: Path, tmp_path: Path
+) -> None:
+    dom = define("ansible", type="qemu", memory=512, current=256, cpu=NO_SVM_CPU)
+    name = dom.name()
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    before = dom.XMLDesc(flags)
+    task = f"nestvirt.nested.nestvirt_vm: {{name: {name}, uri: 'qemu:///system'}}"
+
+    checked = play(collections, tmp_path, task, "--check", "--diff")
+    assert checked["changed"] is True
+    assert checked["plan"]["changes"] and checked["plan"]["applied"] is False  # type: ignore[index]
+    assert "svm" in checked["diff"]["prepared"]  # type: ignore[index]
+    assert dom.XMLDesc(flags) == before
+
+    fixed = play(collections, tmp_path, task, "--diff")
+    assert fixed["changed"] is True and fixed["journal"]["seq"]  # type: ignore[index]
+    assert "svm" in dom.XMLDesc(flags) and dom.XMLDesc(flags) != before
+
+    again = play(collections, tmp_path, task)
+    assert again["changed"] is False and "journal" not in again
+
+    facts = play(collections, tmp_path, f"nestvirt.nested.nestvirt_facts: {{vms: [{name}]}}")
+    assert "NV-V01" not in facts["vm_codes"][name]  # type: ignore[index]
+
+    undone = play(collections, tmp_path, task.replace("}", ", state: undone}"))
+    assert undone["changed"] is True
+    assert dom.XMLDesc(flags) == before
