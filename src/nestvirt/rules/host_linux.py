@@ -175,25 +175,37 @@ def kvm_device_inaccessible(host: LinuxHostFacts) -> Iterator[Hit]:
     A CI runner or container without the device, or a user not in group `kvm`.
 
     ## Fix
-    Load the KVM module; add the user to group `kvm` (`usermod -aG kvm USER`),
-    or pass the device into the container.
+    Load the KVM module; add the user to group `kvm` (`usermod -aG kvm USER`).
+    Inside a container the fix is the container's: pass the device in
+    (NV-C03) or give the job's user its group (NV-C04).
 
     ## Sources
     virt-host-validate; kvm-ok.
     """
-    yield from device_hits(host.kvm_device, host.probe)
+    contained = host.container is not None and host.container.contained
+    yield from device_hits(host.kvm_device, host.probe, contained=contained)
 
 
-def device_hits(device: KvmDevice | None, probe: ProbeResult | None) -> Iterator[Hit]:
+def device_hits(
+    device: KvmDevice | None, probe: ProbeResult | None, *, contained: bool = False
+) -> Iterator[Hit]:
+    """In a container the fix is the container's (NV-C03/NV-C04), not this root's."""
     stage = probe.failure.stage if probe and probe.failure else None
     if (device is not None and not device.exists) or stage is Stage.NO_DEVICE:
-        yield Hit("/dev/kvm does not exist", "modprobe kvm_intel  # or kvm_amd")
+        fix = (
+            "pass the host's /dev/kvm into the container (NV-C03 names the flag)"
+            if contained
+            else "modprobe kvm_intel  # or kvm_amd"
+        )
+        yield Hit("/dev/kvm does not exist", fix)
     elif (device is not None and not device.accessible) or stage is Stage.DENIED:
         where = f" ({device.mode} {device.owner}:{device.group})" if device and device.mode else ""
-        yield Hit(
-            f"/dev/kvm is not readable and writable for this user{where}",
-            "add the user to group kvm (usermod -aG kvm USER) and log in again",
+        fix = (
+            "give the container's user the device's group (NV-C04 names the GID)"
+            if contained
+            else "add the user to group kvm (usermod -aG kvm USER) and log in again"
         )
+        yield Hit(f"/dev/kvm is not readable and writable for this user{where}", fix)
 
 
 @host_rule("NV-H06", "low-memory", Severity.WARNING)

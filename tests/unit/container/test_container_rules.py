@@ -133,3 +133,21 @@ def test_lab_layers() -> None:
     # booted, then no report: KVM inside the lab VM (NV-H07 stays the lab's verdict)
     assert code("no report within 90 s", via_libvirt=True, started=True, booted=True) is None
     assert not libvirt_cannot_start("NV-C08")
+
+
+def test_nv_h05_in_a_container_points_at_the_container_not_usermod() -> None:
+    from nestvirt.facts.linux_host import KvmDevice
+    from tests.unit.rules.factories import bare_metal_intel
+
+    def h05(**overrides: object) -> str:
+        host = bare_metal_intel(**overrides)
+        (hit,) = [f for f in rules.run(Target.HOST, Platform.LINUX, host) if f.code == "NV-H05"]
+        return hit.fix or ""
+
+    denied = KvmDevice(True, False, "0660", "root", "kvm")
+    missing = KvmDevice(False, False, None, None, None)
+    assert "usermod" in h05(kvm_device=denied, probe=None)
+    assert "usermod" not in h05(kvm_device=denied, probe=None, container=facts())
+    assert "NV-C04" in h05(kvm_device=denied, probe=None, container=facts())
+    assert "modprobe" in h05(kvm_device=missing, probe=None)
+    assert "NV-C03" in h05(kvm_device=missing, probe=None, container=facts())
