@@ -84,3 +84,29 @@ def test_vm_check_fix_idempotent_undo(
     undone = play(collections, tmp_path, task.replace("}", ", state: undone}"))
     assert undone["changed"] is True
     assert dom.XMLDesc(flags) == before
+
+
+def test_host_check_fix_idempotent(collections: Path, tmp_path: Path) -> None:
+    """This very host: /dev/kvm put back to root:root 0600 (what a boot without udev leaves),
+    then the module plans the NV-H09 fix in check mode, applies it, and finds nothing more."""
+    kvm = Path("/dev/kvm")
+    kvm_gid = kvm.stat().st_gid
+    task = "nestvirt.nested.nestvirt_host: {}"
+    os.chown(kvm, 0, 0)
+    kvm.chmod(0o600)
+    try:
+        checked = play(collections, tmp_path, task, "--check", "--diff")
+        assert checked["changed"] is True and checked["plan"]["applied"] is False  # type: ignore[index]
+        assert "kvm" in checked["diff"]["after"]  # type: ignore[index]
+        assert (kvm.stat().st_mode & 0o777, kvm.stat().st_gid) == (0o600, 0)
+
+        fixed = play(collections, tmp_path, task)
+        assert fixed["changed"] is True
+        assert kvm.stat().st_mode & 0o777 == 0o660 and kvm.stat().st_gid != 0
+
+        again = play(collections, tmp_path, task)
+        assert again["changed"] is False
+    finally:
+        if kvm.stat().st_gid == 0:  # leave the device as the test set-up made it
+            os.chown(kvm, 0, kvm_gid)
+            kvm.chmod(0o660)
