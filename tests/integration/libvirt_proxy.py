@@ -9,7 +9,8 @@ itself, then prog, vers, proc, type, serial, status). Modes:
   daemon has done the work; the client never hears of it);
 - mute=True: accept connections and never answer (a hung daemon);
 - freeze_after=N: forward the first N replies of each connection, then nothing
-  more (a daemon that hangs in the middle of a session; keepalive pongs too).
+  more (a daemon that hangs in the middle of a session; keepalive pongs too);
+- delay=S: hold every reply back S seconds (a slow daemon that still answers).
 
 Point a client at it with `qemu+unix:///system?socket=PATH`.
 """
@@ -20,6 +21,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 UPSTREAM = "/run/libvirt/libvirt-sock"
@@ -39,12 +41,14 @@ class Proxy:
         drop_procs: frozenset[int] = frozenset(),
         mute: bool = False,
         freeze_after: int | None = None,
+        delay: float = 0.0,
         upstream: str = UPSTREAM,
     ) -> None:
         self.path = str(path)
         self.cut_after, self.drop, self.mute = cut_after_procs, drop_procs, mute
         self.upstream = upstream
         self.freeze_after = freeze_after
+        self.delay = delay  # seconds each reply is held back: a slow host, not a hung one
         self.frozen = threading.Event()
         self.cuts = 0  # connections cut so far
         self.cut = threading.Event()
@@ -119,6 +123,8 @@ class Proxy:
                         self.frozen.set()
                         continue  # swallowed: the client hears nothing more
                     forwarded += ours
+                    if ours and self.delay:
+                        time.sleep(self.delay)  # the slowness itself, not a wait for an event
                     client.sendall(message)
                     if ours and proc in self.cut_after:
                         self._cut(client, server)
