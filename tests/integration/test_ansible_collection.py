@@ -110,3 +110,48 @@ def test_host_check_fix_idempotent(collections: Path, tmp_path: Path) -> None:
         if kvm.stat().st_gid == 0:  # leave the device as the test set-up made it
             os.chown(kvm, 0, kvm_gid)
             kvm.chmod(0o660)
+
+
+GET_PIP_STAND_IN = """\
+# Stand-in for pip's get-pip.py, which ansible-test fetches from a host this machine cannot
+# reach: ensurepip, then the pip version asked for, from PyPI.
+import subprocess, sys
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade"])
+subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "pip==24.2"])
+"""
+
+
+def test_collection_builds_and_is_lint_and_sanity_clean(collections: Path, tmp_path: Path) -> None:
+    """`ansible-galaxy collection build`, `ansible-lint` (production profile) and every
+    `ansible-test sanity` test that runs without containers (--local)."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+           "ANSIBLE_COLLECTIONS_PATH": str(collections)}  # fmt: skip
+    built = subprocess.run(
+        [str(bin_dir / "ansible-galaxy"), "collection", "build", str(COLLECTION),
+         "--output-path", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "nestvirt-nested-0.1.0.tar.gz").is_file()
+
+    tree = collections / "ansible_collections" / "nestvirt" / "nested"
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)  # both tools list git's files
+    subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
+    lint = subprocess.run(
+        [str(bin_dir / "ansible-lint"), "--offline", "--profile", "production"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+
+    cache = Path.home() / ".ansible" / "test" / "cache" / "get_pip_24_2.py"
+    if not cache.exists():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(GET_PIP_STAND_IN)
+    sanity = subprocess.run(
+        [str(bin_dir / "ansible-test"), "sanity", "--local", "--python",
+         f"{sys.version_info.major}.{sys.version_info.minor}"],
+        cwd=tree, env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert sanity.returncode == 0, sanity.stdout[-3000:] + sanity.stderr[-3000:]
+    assert 'Running sanity test "validate-modules"' in sanity.stdout + sanity.stderr

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: nestvirt contributors
+# SPDX-License-Identifier: MIT (the license of nestvirt and of this collection)
 """Ansible module: nestvirt host enable on the managed node (nested=1, /dev/kvm access)."""
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ options: {}
 requirements:
   - nestvirt in the Python interpreter Ansible uses on the node; root (become)
 author:
-  - nestvirt contributors
+  - nestvirt contributors (@nestvirt)
 """
 
 EXAMPLES = r"""

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: nestvirt contributors
+# SPDX-License-Identifier: MIT (the license of nestvirt and of this collection)
 """Ansible module: nestvirt enable / disable / undo for one libvirt domain."""
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ options:
 requirements:
   - nestvirt (and libvirt-python) in the Python interpreter Ansible uses on the node
 author:
-  - nestvirt contributors
+  - nestvirt contributors (@nestvirt)
 """
 
 EXAMPLES = r"""
