@@ -21,6 +21,7 @@ NESTVIRT = str(Path(sys.executable).with_name("nestvirt"))
 BEGIN, END = "<!-- tour:begin -->", "<!-- tour:end -->"
 VM = "nestvirt-tour"
 SNAPSHOT = "tests/fixtures/hyperv/ws2025-intel-demo.json"
+LINUX_SNAPSHOT = "/tmp/nestvirt-tour-linux.json"
 
 DOMAIN = f"""<domain type='qemu'>
   <name>{VM}</name>
@@ -65,6 +66,14 @@ TOUR: list[tuple[str, str, list[str]]] = [
      ["enable", "--snapshot", SNAPSHOT, "--dry-run", "DemoVM"]),
     ("lab", "The whole nested procedure on this machine (a TCG lab VM, KVM inside it).",
      ["lab"]),
+    ("lab --identity aws", "Inside a VM: the lab VM dressed as an EC2 instance (SMBIOS), and "
+     "what nestvirt tells someone stuck in it.", ["lab", "--identity", "aws"]),
+    ("status over several hosts", "A fleet: one row per libvirt daemon; one that does not "
+     "answer is a finding of its own (NV-H30), not an abort.",
+     ["status", "-c", "qemu:///system", "-c", "test:///default", "-c",
+      "qemu+unix:///system?socket=/run/nestvirt-tour-nobody.sock", "--timeout", "5"]),
+    ("collect --linux", "A bug report's facts in one file, nothing secret in it.",
+     ["collect", "--linux", "-o", LINUX_SNAPSHOT]),
 ]  # fmt: skip
 
 
