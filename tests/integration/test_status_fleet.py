@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,8 +77,12 @@ def hosts(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def test_inventory_json_every_host_its_row(
-    hosts: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hosts: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    define: Callable[..., object],
 ) -> None:
+    define("fleet", type="qemu", memory=128)  # qemu:///system holds at least this VM
     inventory = tmp_path / "hosts.txt"
     lines = ["# the fleet", *(f"{uri}   # {name}" for name, uri in hosts.items()), ""]
     inventory.write_text("\n".join(lines))
