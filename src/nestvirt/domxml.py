@@ -407,16 +407,8 @@ class DropFilterref(Edit):
     filter: str
 
     def apply(self, root: Any) -> None:
-        interfaces = root.findall("devices/interface")
-        if self.index >= len(interfaces):
-            raise XmlError(f"interface #{self.index} is gone from the definition")
-        iface = interfaces[self.index]
-        mac = iface.find("mac")
-        if self.mac is not None and (mac is None or mac.get("address") != self.mac):
-            raise XmlError(f"interface #{self.index} no longer has MAC {self.mac}")
-        for ref in iface.findall("filterref"):
-            if ref.get("filter") == self.filter:
-                _remove(ref)
+        for ref in _filterrefs(root, self.index, self.mac, self.filter):
+            _remove(ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,16 +421,21 @@ class SetFilterref(Edit):
     new: str
 
     def apply(self, root: Any) -> None:
-        interfaces = root.findall("devices/interface")
-        if self.index >= len(interfaces):
-            raise XmlError(f"interface #{self.index} is gone from the definition")
-        iface = interfaces[self.index]
-        mac = iface.find("mac")
-        if self.mac is not None and (mac is None or mac.get("address") != self.mac):
-            raise XmlError(f"interface #{self.index} no longer has MAC {self.mac}")
-        for ref in iface.findall("filterref"):
-            if ref.get("filter") == self.filter:
-                ref.set("filter", self.new)
+        for ref in _filterrefs(root, self.index, self.mac, self.filter):
+            ref.set("filter", self.new)
+
+
+def _filterrefs(root: Any, index: int, mac: str | None, name: str) -> list[Any]:
+    """The `<filterref filter=NAME>` of the interface at INDEX, checked to still be the one
+    with MAC (the plan was made from an earlier read)."""
+    interfaces = root.findall("devices/interface")
+    if index >= len(interfaces):
+        raise XmlError(f"interface #{index} is gone from the definition")
+    iface = interfaces[index]
+    found = iface.find("mac")
+    if mac is not None and (found is None or found.get("address") != mac):
+        raise XmlError(f"interface #{index} no longer has MAC {mac}")
+    return [ref for ref in iface.findall("filterref") if ref.get("filter") == name]
 
 
 @dataclass(frozen=True, slots=True)

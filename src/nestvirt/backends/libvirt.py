@@ -356,9 +356,13 @@ def guest_cpu(conn: libvirt_t.virConnect, root: Any) -> GuestCpu:
     a local connection, the table otherwise or when QEMU cannot be asked."""
     from lxml import etree
 
-    query = _cpu_query_xml(root)
-    key = ("guest-cpu", etree.tostring(query).decode())
-    return _once(conn, key, lambda: _guest_cpu(conn, root, query))
+    # keyed by the parts _cpu_query_xml copies, serialised as they stand (no copy per domain)
+    parts = [root.get("type", "kvm")]
+    for path in ("os/type", "features", "cpu", "devices/emulator"):
+        node = root.find(path)
+        parts.append("" if node is None else etree.tostring(node, with_tail=False).decode())
+    key = ("guest-cpu", *parts)
+    return _once(conn, key, lambda: _guest_cpu(conn, root, _cpu_query_xml(root)))
 
 
 def _guest_cpu(conn: libvirt_t.virConnect, root: Any, query: Any) -> GuestCpu:
