@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from nestvirt.vocabulary import (  # noqa: F401  (re-exported: guestcpu.X callers)
     EXTENSION_OF_VENDOR,
@@ -73,12 +74,22 @@ class GuestCpu:
         return f"nestvirt's table ({self.detail})"
 
 
+class CpuDefinition(Protocol):
+    """What the table reads of a definition (facts.libvirt_vm's DomainXml and LibvirtVmFacts)."""
+
+    @property
+    def domain_type(self) -> str: ...
+    @property
+    def cpu_mode(self) -> str | None: ...
+    @property
+    def cpu_model(self) -> str | None: ...
+    @property
+    def cpu_features(self) -> Mapping[str, str]: ...
+
+
 def table_answer(
+    definition: CpuDefinition,
     *,
-    domain_type: str,
-    mode: str | None,
-    model: str | None,
-    features: Mapping[str, str],
     host_vendor: str | None,
     host_extensions: tuple[str, ...],
     model_vendor: str | None,
@@ -93,7 +104,8 @@ def table_answer(
     Opteron, phenom, max) unless disabled, with others only when required; the
     guest sees the model's own vendor; host-passthrough cannot run.
     """
-    kind = "tcg" if domain_type == "qemu" else "kvm"
+    mode, model, features = definition.cpu_mode, definition.cpu_model, definition.cpu_features
+    kind = "tcg" if definition.domain_type == "qemu" else "kvm"
     detail = f"{why}; {kind}"
     if kind == "kvm":
         if mode in HOST_MODES:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from nestvirt.endpoint import DEFAULT_URI
 from nestvirt.errors import ConnectError, NotFound, PermissionRequired
 from nestvirt.facts.libvirt_vm import (
+    DomainXml,
     Interface,
     LibvirtVmFacts,
     cpu_features_of,
@@ -169,7 +170,7 @@ def vm_facts(
     domain = read_domain_xml(root)
     return LibvirtVmFacts(
         name=dom.name(),
-        uri=_once(conn, ("uri",), lambda: str(conn.getURI())),
+        uri=_uri(conn),
         state=fetched.state,
         domain_type=domain.domain_type,
         host_cpu_vendor=vendor,
@@ -177,7 +178,7 @@ def vm_facts(
         cpu_mode=domain.cpu_mode,
         cpu_model=domain.cpu_model,
         cpu_features=domain.cpu_features,
-        guest_cpu=guest_cpu(conn, root),
+        guest_cpu=guest_cpu(conn, root, domain),
         live_cpu_features=live_features,
         memory_kib=domain.memory_kib,
         current_memory_kib=domain.current_memory_kib,
@@ -351,9 +352,10 @@ def oracle() -> QemuCpuOracle:
     return answers
 
 
-def guest_cpu(conn: libvirt_t.virConnect, root: Any) -> GuestCpu:
+def guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> GuestCpu:
     """What the guest CPU of this definition gets (nestvirt.guestcpu): QEMU's answer on
-    a local connection, the table otherwise or when QEMU cannot be asked."""
+    a local connection, the table otherwise or when QEMU cannot be asked. `domain` is
+    `root` as read_domain_xml reads it."""
     from lxml import etree
 
     # keyed by the parts _cpu_query_xml copies, serialised as they stand (no copy per domain)
@@ -362,13 +364,13 @@ def guest_cpu(conn: libvirt_t.virConnect, root: Any) -> GuestCpu:
         node = root.find(path)
         parts.append("" if node is None else etree.tostring(node, with_tail=False).decode())
     key = ("guest-cpu", *parts)
-    return _once(conn, key, lambda: _guest_cpu(conn, root, _cpu_query_xml(root)))
+    return _once(conn, key, lambda: _guest_cpu(conn, root, domain))
 
 
-def _guest_cpu(conn: libvirt_t.virConnect, root: Any, query: Any) -> GuestCpu:
+def _guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> GuestCpu:
     why = "a remote host's QEMU cannot be run from here"
-    if uri_host(str(conn.getURI())) is None:
-        argv = _qemu_argv(conn, query)
+    if uri_host(_uri(conn)) is None:
+        argv = _qemu_argv(conn, _cpu_query_xml(root))
         if isinstance(argv, Refused):
             vendor = host_cpu(conn)[0]
             return GuestCpu((), vendor, LIBVIRT, "domxml-to-native", refused=argv.reason)
@@ -380,27 +382,25 @@ def _guest_cpu(conn: libvirt_t.virConnect, root: Any, query: Any) -> GuestCpu:
             if not isinstance(answer, str):
                 return answer
             why = answer
-    return _table(conn, root, why)
+    return _table(conn, domain, why)
 
 
-def _table(conn: libvirt_t.virConnect, root: Any, why: str) -> GuestCpu:
+def _table(conn: libvirt_t.virConnect, domain: DomainXml, why: str) -> GuestCpu:
     from nestvirt.guestcpu import table_answer
 
     vendor, extensions = host_cpu(conn)
-    cpu = root.find("cpu")
-    mode = None if cpu is None else cpu.get("mode", "custom")
-    model = None if cpu is None else (cpu.findtext("model") or None)
-    model_vendor = _model_vendor(conn, root.get("type", ""), mode, model)
     return table_answer(
-        domain_type=root.get("type", ""),
-        mode=mode,
-        model=model,
-        features=cpu_features_of(root),
+        domain,
         host_vendor=vendor,
         host_extensions=extensions,
-        model_vendor=model_vendor,
+        model_vendor=_model_vendor(conn, domain.domain_type, domain.cpu_mode, domain.cpu_model),
         why=why,
     )
+
+
+def _uri(conn: libvirt_t.virConnect) -> str:
+    """The connection's URI, asked of libvirt once."""
+    return _once(conn, ("uri",), lambda: str(conn.getURI()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,7 +445,11 @@ def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] |
         native = _translator(conn).domainXMLToNative("qemu-argv", etree.tostring(query).decode(), 0)
     except lv.libvirtError as exc:
         message = exc.get_error_message() or str(exc)
-        if exc.get_error_code() in _CANNOT_ASK:
+        # errors that say nothing about the domain: the driver (test:///default) or the
+        # caller cannot ask, or the connection broke
+        cannot_ask = (lv.VIR_ERR_NO_SUPPORT, lv.VIR_ERR_AUTH_FAILED, lv.VIR_ERR_SYSTEM_ERROR,
+                      lv.VIR_ERR_OPERATION_DENIED)  # fmt: skip
+        if exc.get_error_code() in cannot_ask:
             return f"libvirt cannot build the command line here: {message}"
         return Refused(message)
     try:
@@ -453,11 +457,6 @@ def _qemu_argv(conn: libvirt_t.virConnect, query: Any) -> tuple[str, str, str] |
     except ValueError:
         argv = None
     return argv or f"unreadable QEMU command line from libvirt: {native[:80]!r}"
-
-
-# libvirt errors that say nothing about the domain: the driver or the caller cannot ask
-# (VIR_ERR_NO_SUPPORT, e.g. test:///default; AUTH_FAILED; SYSTEM_ERROR; OPERATION_DENIED).
-_CANNOT_ASK = frozenset({3, 45, 38, 29})
 
 
 def _translator(conn: libvirt_t.virConnect) -> libvirt_t.virConnect:

@@ -34,10 +34,7 @@ def guest_cpu_of(vm: LibvirtVmFacts) -> GuestCpu:
     if vm.guest_cpu is not None:
         return vm.guest_cpu
     return table_answer(
-        domain_type=vm.domain_type,
-        mode=vm.cpu_mode,
-        model=vm.cpu_model,
-        features=vm.cpu_features,
+        vm,
         host_vendor=vm.host_cpu_vendor,
         host_extensions=vm.host_virt_extensions,
         model_vendor=vm.cpu_model_vendor,
