@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nestvirt.guestcpu import GuestCpu, from_expansion
+from nestvirt.guestcpu import EXTENSIONS, QEMU, GuestCpu, from_expansion
 
 QMP_TIMEOUT = 15.0  # s per QEMU start or answer; a loaded 2-core host starts it in ~0.1 s
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold the answer (extensions, vendor), not props
 
 
 class QemuUnavailable(Exception):
@@ -86,6 +86,7 @@ class _Qmp:
     emulator: str
     timeout: float = QMP_TIMEOUT
     buffer: bytes = b""
+    supported: dict[str, Any] = field(default_factory=dict)  # the expansion of `max`
 
     @classmethod
     def start(cls, emulator: str, accel: str, timeout: float = QMP_TIMEOUT) -> _Qmp:
@@ -124,6 +125,11 @@ class _Qmp:
         if "error" in reply:
             raise ValueError(reply["error"].get("desc", "QMP error"))
         return reply["return"]
+
+    def expand(self, model: dict[str, Any]) -> dict[str, Any]:
+        """The props of `model` ({"name", "props"}) after a full expansion."""
+        reply = self.call("query-cpu-model-expansion", {"type": "full", "model": model})
+        return dict(reply["model"].get("props", {}))
 
     def _read(self, *keys: str) -> dict[str, Any]:
         """The next message carrying one of `keys` (events are skipped)."""
@@ -183,10 +189,12 @@ class QemuCpuOracle:
         key = self._key(emulator, accel, cpu_arg)
         detail = f"{emulator} -accel {accel} -cpu {cpu_arg}"
         cache = self._load()
-        if key is not None and key in cache:
-            hit = cache[key]
-            if isinstance(hit, dict) and isinstance(hit.get("props"), dict):
-                return from_expansion(hit["props"], hit["props"], detail=detail, cpu_arg=cpu_arg)
+        hit = cache.get(key) if key is not None else None
+        if isinstance(hit, dict) and isinstance(hit.get("extensions"), list):
+            extensions = tuple(e for e in EXTENSIONS if e in hit["extensions"])
+            vendor = hit.get("vendor")
+            return GuestCpu(extensions, vendor if isinstance(vendor, str) else None, QEMU,
+                            detail, cpu_arg=cpu_arg)  # fmt: skip
         try:
             props, supported = self._ask(emulator, accel, cpu_arg)
         except QemuUnavailable as exc:
@@ -195,8 +203,7 @@ class QemuCpuOracle:
             return f"QEMU cannot expand -cpu {cpu_arg}: {exc}"
         answer = from_expansion(props, supported, detail=detail, cpu_arg=cpu_arg)
         if key is not None:
-            kept = {e: e in answer.extensions for e in ("vmx", "svm")}
-            cache[key] = {"props": {**kept, "vendor": props.get("vendor")}}
+            cache[key] = {"extensions": list(answer.extensions), "vendor": answer.vendor}
             self._dirty = True
         return answer
 
@@ -206,22 +213,29 @@ class QemuCpuOracle:
             raise QemuUnavailable(self._failed[where])
         session = self._sessions.get(where)
         if session is None:
-            try:
-                session = _Qmp.start(emulator, accel, self.timeout)
-            except QemuUnavailable as exc:
-                self._failed[where] = str(exc)
-                raise
+            session = self._start(emulator, accel)
             self.started += 1
             self._sessions[where] = session
         name, props = parse_cpu_arg(cpu_arg)
         model: dict[str, Any] = {"name": name}
         if props:
             model["props"] = props
-        expanded = session.call("query-cpu-model-expansion", {"type": "full", "model": model})
-        supported = session.call(
-            "query-cpu-model-expansion", {"type": "full", "model": {"name": "max"}}
-        )
-        return dict(expanded["model"].get("props", {})), dict(supported["model"].get("props", {}))
+        return session.expand(model), session.supported
+
+    def _start(self, emulator: str, accel: str) -> _Qmp:
+        where = (emulator, accel)
+        try:
+            session = _Qmp.start(emulator, accel, self.timeout)
+        except QemuUnavailable as exc:
+            self._failed[where] = str(exc)
+            raise
+        try:  # `max` is all this accelerator supports: asked once a session
+            session.supported = session.expand({"name": "max"})
+        except (QemuUnavailable, ValueError) as exc:
+            session.close()
+            self._failed[where] = f"{emulator} cannot expand its max CPU under {accel}: {exc}"
+            raise QemuUnavailable(self._failed[where]) from None
+        return session
 
     @staticmethod
     def _key(emulator: str, accel: str, cpu_arg: str) -> str | None:
