@@ -1,7 +1,10 @@
-"""`nestvirt host enable`: persist nested=1 for the KVM vendor module, give /dev/kvm to group kvm.
+"""`nestvirt host enable` / `host undo`: persist nested=1 for the KVM vendor module, give
+/dev/kvm to group kvm — a subject of the one write flow (nestvirt.enable).
 
-read_state() gathers what it needs (paths injectable, for tests); build_host_plan()
-is pure; apply_host_plan() writes, each file atomically, and verifies.
+read_state() gathers what the plan needs (paths injectable: HostPaths, or a whole
+fake root with HostPaths.under); build_host_plan() is pure; HostSubject carries it
+through enable.run: lock, settle the journal, plan, show (with a diff of the managed
+state), confirm, journal (write-ahead), write, verify, roll back, undo.
 
 - NV-H04: `options kvm_intel nested=1` (or kvm_amd, by CPU vendor) in
   /etc/modprobe.d/nestvirt-kvm.conf; the module is reloaded only when no process
@@ -13,12 +16,17 @@ is pure; apply_host_plan() writes, each file atomically, and verifies.
   /etc/udev/rules.d/65-nestvirt-kvm.rules where udev is installed, so it holds
   after a reboot. Without udev, the plan says the fix lasts until the next boot.
 
-The previous contents of every file and the old owner/mode of /dev/kvm go to the
-host journal (`nestvirt history --host` is not built; there is no `host undo` yet).
+The host's "definition" (what the journal keeps, what undo puts back) is a JSON text
+of everything host enable manages (`definition_of`): each managed file's content and
+mode or its absence, whether /etc/modprobe.d existed, and /dev/kvm's group and mode.
+The module's runtime `nested` value is not part of it: undo restores the files and the
+device, and says how to reload the module (a reload stops nothing but needs no VM).
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import grp
 import json
 import os
@@ -28,8 +36,11 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from nestvirt.errors import CannotFix, NestvirtError, PermissionRequired
+from nestvirt import enable
+from nestvirt.errors import NestvirtError, PermissionRequired, UsageError
+from nestvirt.journal import Entry
 from nestvirt.model import Change, Plan
 from nestvirt.vocabulary import KVM_MODULE_OF_VENDOR
 
@@ -44,6 +55,13 @@ WRITE_MODPROBE = "write-modprobe-conf"
 RELOAD_MODULE = "reload-module"
 KVM_PERMISSIONS = "kvm-device-permissions"
 WRITE_UDEV = "write-udev-rule"
+RESTORE_FILE = "restore-file"  # undo: a managed file back as it was (or removed)
+RESTORE_DIRECTORY = "restore-directory"  # undo: /etc/modprobe.d removed again if nestvirt made it
+RESTORE_KVM = "restore-kvm-device"  # undo: /dev/kvm's group and mode back
+
+ENV_HOST_ROOT = "NESTVIRT_HOST_ROOT"  # tests: every host path under this directory
+DEFINITION_SCHEMA = "nestvirt.host-config/1"
+HOST_ACTIONS = (enable.ENABLE, enable.UNDO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +73,32 @@ class HostPaths:
     sys_module: Path = Path("/sys/module")
     cpuinfo: Path = Path("/proc/cpuinfo")
     proc: Path = Path("/proc")
+    modprobe: str = "modprobe"  # the program reloading the module (under a fake root: its own)
+
+    @classmethod
+    def under(cls, root: Path) -> HostPaths:
+        """Every path of a real host under `root` (a fake host tree: tests, image builds);
+        modprobe too, so a fake host never reloads a real module."""
+        real = cls()
+        moved = {
+            name: root / str(getattr(real, name)).lstrip("/")
+            for name in ("modprobe_d", "udev_rules_d", "udev_control", "kvm_device",
+                         "sys_module", "cpuinfo", "proc")
+        }  # fmt: skip
+        return cls(**moved, modprobe=str(root / "sbin" / "modprobe"))
+
+    @classmethod
+    def from_environment(cls) -> HostPaths:
+        root = os.environ.get(ENV_HOST_ROOT)
+        return cls.under(Path(root)) if root else cls()
+
+    @property
+    def modprobe_file(self) -> Path:
+        return self.modprobe_d / MODPROBE_FILE
+
+    @property
+    def udev_file(self) -> Path:
+        return self.udev_rules_d / UDEV_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +123,7 @@ class HostChange(Change):
     path: Path | None = None
     content: str | None = None
     module: str | None = None
+    restore: str | None = None  # undo: the whole definition put back (the same on every change)
 
 
 @dataclass(slots=True)
@@ -86,15 +131,21 @@ class HostOutcome:
     plan: Plan
     applied: bool = False
     messages: list[str] = field(default_factory=list)
+    action: str = enable.ENABLE
+    journal_seq: int | None = None
+    diff: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {
             "schema": "nestvirt.host-plan/1",
+            "action": self.action,
             "changes": [{**c.to_json(), "summary": c.summary} for c in self.plan.changes],
             "notes": list(self.plan.notes),
             "applied": self.applied,
             "changed": self.applied and not self.plan.empty,
             "messages": list(self.messages),
+            "journal_seq": self.journal_seq,
+            "diff": self.diff,
         }
 
 
@@ -133,7 +184,7 @@ def kvm_users(proc: Path, device: Path) -> tuple[int, ...]:
 
 
 def read_state(paths: HostPaths | None = None) -> HostState:
-    p = paths or HostPaths()
+    p = paths or HostPaths.from_environment()
     modules = tuple(
         sorted(
             d.name
@@ -170,7 +221,7 @@ def read_state(paths: HostPaths | None = None) -> HostState:
         udev_running=p.udev_control.exists(),
         udev_rule=_read(p.udev_rules_d / UDEV_FILE),
         kvm_users=kvm_users(p.proc, p.kvm_device) if exists else (),
-        modprobe_available=shutil.which("modprobe") is not None,
+        modprobe_available=shutil.which(p.modprobe) is not None,
     )
 
 
@@ -182,7 +233,7 @@ def modprobe_conf(module: str) -> str:
 
 
 def build_host_plan(state: HostState, paths: HostPaths | None = None) -> Plan:
-    p = paths or HostPaths()
+    p = paths or HostPaths.from_environment()
     changes: list[HostChange] = []
     notes: list[str] = []
     _nested(state, p, changes, notes)
@@ -287,65 +338,392 @@ Runner = Callable[[list[str]], None]
 
 
 def _run(args: list[str]) -> None:
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise NestvirtError(f"{' '.join(args)} failed: {exc.strerror or exc}") from None
     if done.returncode != 0:
         detail = (done.stderr or done.stdout).strip().splitlines()
         raise NestvirtError(f"{' '.join(args)} failed: {detail[-1] if detail else done.returncode}")
 
 
-def snapshot(state: HostState, paths: HostPaths | None = None) -> str:
-    """What the host looked like, for the journal (JSON text)."""
-    p = paths or HostPaths()
-    return json.dumps(
-        {
-            str(p.modprobe_d / MODPROBE_FILE): state.modprobe_conf,
-            str(p.udev_rules_d / UDEV_FILE): state.udev_rule,
-            str(p.kvm_device): {
-                "group": state.kvm_group,
-                "mode": None if state.kvm_mode is None else f"{state.kvm_mode:04o}",
-            },
-            "nested": state.nested,
-        },
-        indent=1,
-        sort_keys=True,
-    )
+# ------------------------------------------------------------------ the host's definition
 
 
-def apply_host_plan(
-    plan: Plan, paths: HostPaths | None = None, *, runner: Runner = _run
-) -> list[str]:
-    """Carry out the plan in order; return what was verified afterwards."""
-    from nestvirt.statedir import atomic_write
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """A decoded definition: path → file record (None: absent), directory → exists,
+    the device's record (None: absent). Empty maps mean "not recorded" (older entries)."""
 
-    p = paths or HostPaths()
-    done: list[str] = []
-    for change in plan.changes:
-        if not isinstance(change, HostChange):
+    files: dict[str, dict[str, str] | None]
+    directories: dict[str, bool]
+    device: dict[str, dict[str, Any] | None]
+
+
+def _file_record(path: Path) -> dict[str, str] | None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NestvirtError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        return {"kind": "not a regular file", "mode": f"{stat.S_IMODE(st.st_mode):04o}"}
+    try:
+        content = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise NestvirtError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return {"content": content, "mode": f"{stat.S_IMODE(st.st_mode):04o}"}
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _device_record(path: Path) -> dict[str, Any] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NestvirtError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return {"group": _group_name(st.st_gid), "gid": st.st_gid,
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}"}  # fmt: skip
+
+
+def definition_of(paths: HostPaths) -> str:
+    """Everything host enable manages, as it is now: a deterministic JSON text."""
+    return encode(
+        HostConfig(
+            files={str(paths.modprobe_file): _file_record(paths.modprobe_file),
+                   str(paths.udev_file): _file_record(paths.udev_file)},
+            directories={str(paths.modprobe_d): paths.modprobe_d.is_dir()},
+            device={str(paths.kvm_device): _device_record(paths.kvm_device)},
+        )
+    )  # fmt: skip
+
+
+def encode(config: HostConfig) -> str:
+    doc = {"schema": DEFINITION_SCHEMA, "files": config.files,
+           "directories": config.directories, "device": config.device}  # fmt: skip
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def decode(text: str) -> HostConfig:
+    """A definition → HostConfig; also the snapshot older nestvirt journaled (no schema:
+    {file path: content | null, "/dev/kvm": {"group", "mode"}, "nested": {…}})."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise NestvirtError("the host journal entry is not a host definition") from None
+    if not isinstance(doc, dict):
+        raise NestvirtError("the host journal entry is not a host definition")
+    if doc.get("schema") == DEFINITION_SCHEMA:
+        return HostConfig(dict(doc["files"]), dict(doc["directories"]), dict(doc["device"]))
+    if "schema" in doc:
+        raise NestvirtError(f"the host journal entry is {doc['schema']!r}, not {DEFINITION_SCHEMA}")
+    files: dict[str, dict[str, str] | None] = {}
+    device: dict[str, dict[str, Any] | None] = {}
+    for key, value in doc.items():
+        if key == "nested":
             continue
-        if change.action in (WRITE_MODPROBE, WRITE_UDEV) and change.path and change.content:
-            change.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(change.path, change.content, mode=0o644)
-        elif change.action == KVM_PERMISSIONS and change.path is not None:
-            gid = grp.getgrnam(KVM_GROUP).gr_gid
-            mode = stat.S_IMODE(change.path.stat().st_mode) | 0o060
-            os.chown(change.path, -1, gid)
-            os.chmod(change.path, mode)
-        elif change.action == RELOAD_MODULE and change.module:
-            runner(["modprobe", "-r", change.module])
-            runner(["modprobe", change.module])
-    after = read_state(p)
+        if isinstance(value, dict):  # the device
+            group = str(value.get("group"))
+            try:
+                gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+            except KeyError:
+                raise NestvirtError(f"group {group!r} of the journal entry is gone") from None
+            device[key] = {"group": group, "gid": gid, "mode": str(value.get("mode"))}
+        else:
+            files[key] = None if value is None else {"content": str(value), "mode": "0644"}
+    return HostConfig(files, {}, device)
+
+
+def _file_lines(record: dict[str, str] | None) -> list[str]:
+    if record is None:
+        return []
+    return str(record.get("content", f"<{record.get('kind')}>\n")).splitlines(keepends=True)
+
+
+def diff_definitions(before: str, after: str) -> str:
+    """A unified diff of the managed files, and one block each for a directory or the device."""
+    old, new = decode(before), decode(after)
+    out: list[str] = []
+    for path in sorted(old.directories.keys() & new.directories.keys()):
+        if old.directories[path] != new.directories[path]:
+            was, now = (("absent", "directory") if new.directories[path]
+                        else ("directory", "absent"))  # fmt: skip
+            out += [f"--- {path} ({was})\n", f"+++ {path} ({now})\n"]
+    for path in sorted(old.files.keys() | new.files.keys()):
+        a, b = old.files.get(path), new.files.get(path)
+        if a == b:
+            continue
+        lines = list(difflib.unified_diff(
+            _file_lines(a), _file_lines(b),
+            fromfile=f"{path} (mode {a['mode']})" if a else "/dev/null",
+            tofile=f"{path} (mode {b['mode']})" if b else "/dev/null"))  # fmt: skip
+        if not lines:  # the same text, another mode
+            lines = [f"--- {path} (mode {a and a['mode']})\n",
+                     f"+++ {path} (mode {b and b['mode']})\n"]  # fmt: skip
+        out += [line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                for line in lines]  # fmt: skip
+    for path in sorted(old.device.keys() | new.device.keys()):
+        a_dev, b_dev = old.device.get(path), new.device.get(path)
+        if a_dev == b_dev:
+            continue
+        out += [f"--- {path}\n", f"+++ {path}\n"]
+        out += [f"-{_device_text(a_dev)}\n", f"+{_device_text(b_dev)}\n"]
+    return "".join(out)
+
+
+def _device_text(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "(absent)"
+    return f"group {record['group']} (gid {record['gid']}), mode {record['mode']}"
+
+
+def render_definition(before: str, plan: Plan) -> str:
+    """The definition after `plan` (pure: computed from `before`, nothing read or written)."""
+    restoring = [c.restore for c in plan.changes if isinstance(c, HostChange) and c.restore]
+    if restoring:
+        return restoring[0]
+    config = decode(before)
+    files, directories, device = dict(config.files), dict(config.directories), dict(config.device)
     for change in plan.changes:
-        if isinstance(change, HostChange) and change.action == RELOAD_MODULE and change.module:
-            value = after.nested.get(change.module)
-            if value not in ON_VALUES:
-                raise CannotFix(f"{change.module} reloaded but nested is {value!r}, not on")
-            done.append(f"{change.module} nested={value}")
-        if change.action == KVM_PERMISSIONS:
-            if after.kvm_group != KVM_GROUP or (after.kvm_mode or 0) & 0o060 != 0o060:
-                raise CannotFix(f"{p.kvm_device} is still {after.kvm_group} "
-                                f"{after.kvm_mode or 0:04o}")  # fmt: skip
-            done.append(f"{p.kvm_device} is {after.kvm_group} {after.kvm_mode or 0:04o}")
-    return done
+        if not isinstance(change, HostChange) or change.path is None:
+            continue
+        if change.action in (WRITE_MODPROBE, WRITE_UDEV) and change.content is not None:
+            files[str(change.path)] = {"content": change.content, "mode": "0644"}
+            if str(change.path.parent) in directories:
+                directories[str(change.path.parent)] = True
+        elif change.action == KVM_PERMISSIONS:
+            now = device.get(str(change.path)) or {"mode": "0600"}
+            gid = grp.getgrnam(KVM_GROUP).gr_gid
+            mode = int(str(now["mode"]), 8) | 0o060
+            device[str(change.path)] = {"group": KVM_GROUP, "gid": gid, "mode": f"{mode:04o}"}
+    return encode(HostConfig(files, directories, device))
+
+
+# ------------------------------------------------------------------ the subject
+
+
+class HostSubject:
+    """This Linux host's KVM configuration as a Subject of nestvirt.enable.run."""
+
+    name = "host"
+
+    def __init__(self, paths: HostPaths | None = None, *, runner: Runner = _run) -> None:
+        self.paths = paths or HostPaths.from_environment()
+        self.runner = runner
+        real = self.paths == HostPaths()
+        # one journal and lock per host tree: this host's, or a fake root's (tests)
+        self.key = ("host", "host" if real else f"host:{self.paths.kvm_device}")
+        self.uri = "this host" if real else f"the host tree of {self.paths.kvm_device}"
+        self.verified: list[str] = []
+        self._target: str | None = None
+
+    def undo_command(self) -> str:
+        return "nestvirt host undo"
+
+    def close(self) -> None:
+        """Nothing to close: the host is read from files."""
+
+    def read(self) -> enable.Snapshot:
+        state = read_state(self.paths)
+        return enable.Snapshot(definition_of(self.paths), state, (), running=False)
+
+    def plan(self, snap: enable.Snapshot, action: str, undo: Entry | None) -> Plan:
+        if action == enable.ENABLE:
+            return build_host_plan(snap.facts, self.paths)
+        if action == enable.UNDO and undo is not None:
+            return self._undo_plan(snap, undo)
+        raise UsageError(f"unknown host action {action!r}")
+
+    def _managed(self) -> tuple[set[str], set[str], set[str]]:
+        p = self.paths
+        return ({str(p.modprobe_file), str(p.udev_file)}, {str(p.modprobe_d)},
+                {str(p.kvm_device)})  # fmt: skip
+
+    def _check(self, config: HostConfig, seq: int | str) -> None:
+        files, dirs, devices = self._managed()
+        stray = (config.files.keys() - files) | (config.directories.keys() - dirs)
+        stray |= config.device.keys() - devices
+        if stray:
+            raise UsageError(
+                f"journal entry #{seq} names {', '.join(sorted(stray))}, which this host "
+                "configuration does not manage: not restoring it"
+            )
+
+    def _undo_plan(self, snap: enable.Snapshot, entry: Entry) -> Plan:
+        target = decode(entry.before)
+        self._check(target, entry.seq)
+        live = decode(snap.definition)
+        directories = dict(target.directories)
+        for path, existed in target.directories.items():
+            keep = set(target.files) | set(live.files)
+            if not existed and Path(path).is_dir():
+                others = [e for e in Path(path).iterdir() if str(e) not in keep]
+                if others:  # someone else's files live there now: it stays
+                    directories[path] = True
+        # what an older entry does not record stays as it is now
+        files = {**live.files, **target.files}
+        device = {**live.device, **target.device}
+        restore = encode(HostConfig(files, {**live.directories, **directories}, device))
+        what = f"nestvirt's change #{entry.seq} ({entry.action}, {entry.time})"
+        changes: list[HostChange] = []
+        for path in sorted(files):
+            record = files[path]
+            if record == live.files.get(path):
+                continue
+            if record is None:
+                summary, command = f"remove {path} ({what} wrote it)", f"rm -f {path}"
+            else:
+                summary = f"put {path} back as it was before {what}"
+                command = f"install -m {record.get('mode', '0644')} /dev/stdin {path}"
+            changes.append(HostChange(action=RESTORE_FILE, codes=(), summary=summary,
+                command=command, path=Path(path), content=(record or {}).get("content"),
+                restore=restore))  # fmt: skip
+        for path, exists in sorted(directories.items()):
+            if exists or not live.directories.get(path):
+                continue
+            changes.append(HostChange(action=RESTORE_DIRECTORY, codes=(),
+                summary=f"remove the empty directory {path} ({what} created it)",
+                command=f"rmdir {path}", path=Path(path), restore=restore))  # fmt: skip
+        for path, record in sorted(device.items()):
+            now = live.device.get(path)
+            if record is None or now is None or record == now:
+                continue
+            changes.append(HostChange(action=RESTORE_KVM, codes=(),
+                summary=f"{path}: group {now['group']} → {record['group']}, mode {now['mode']} "
+                        f"→ {record['mode']} (as before {what})",
+                command=f"chgrp {record['gid']} {path} && chmod {record['mode']} {path}",
+                path=Path(path), restore=restore))  # fmt: skip
+        notes = []
+        if RELOAD_MODULE in entry.changes:
+            module = next((m for m in snap.facts.loaded_vendor_modules if m in
+                           VENDOR_MODULE.values()), "the KVM vendor module")  # fmt: skip
+            notes.append(f"{what} reloaded {module}; the loaded module keeps nested as it is until "
+                         f"it is reloaded (with no VM running: modprobe -r {module} && modprobe "
+                         f"{module}) or the host reboots")  # fmt: skip
+        return Plan(vm=self.name, changes=tuple(changes), notes=tuple(notes))
+
+    def render(self, snap: enable.Snapshot, plan: Plan) -> str:
+        return render_definition(snap.definition, plan)
+
+    def diff(self, before: str, after: str) -> str:
+        return diff_definitions(before, after)
+
+    def stop(self, timeout: float, progress: Callable[[str], None]) -> None:
+        raise AssertionError("no host change needs a stop")
+
+    def start(self) -> None:
+        raise AssertionError("no host change needs a stop")
+
+    def write(self, plan: Plan, definition: str) -> str:
+        self._target = definition
+        self._apply(definition)
+        for change in plan.changes:
+            if isinstance(change, HostChange) and change.action == RELOAD_MODULE and change.module:
+                self.runner([self.paths.modprobe, "-r", change.module])
+                self.runner([self.paths.modprobe, change.module])
+        return definition_of(self.paths)
+
+    def restore(self, definition: str) -> str:
+        self._apply(definition)
+        return definition_of(self.paths)
+
+    def _apply(self, definition: str) -> None:
+        """Make the managed state `definition`: each file in one atomic step, then /dev/kvm."""
+        from nestvirt.statedir import atomic_write
+
+        target, live = decode(definition), decode(definition_of(self.paths))
+        self._check(target, "(planned)")
+        for path, exists in target.directories.items():
+            if exists and not Path(path).is_dir():
+                Path(path).mkdir(mode=0o755, parents=True)
+        for path, record in sorted(target.files.items()):
+            if record == live.files.get(path):
+                continue
+            if record is None:
+                Path(path).unlink(missing_ok=True)
+            elif "content" in record:
+                Path(path).parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                atomic_write(Path(path), record["content"], mode=int(record["mode"], 8),
+                             what=path)  # fmt: skip
+        for path, device in target.device.items():
+            if device is None or device == live.device.get(path):
+                continue
+            os.chown(path, -1, int(device["gid"]))
+            os.chmod(path, int(str(device["mode"]), 8))
+        for path, exists in target.directories.items():
+            if not exists and Path(path).is_dir():
+                with contextlib.suppress(OSError):  # not empty: someone else's files stay
+                    Path(path).rmdir()
+
+    def verify(self, plan: Plan, action: str) -> str | None:
+        snap = self.read()
+        self.verified = []
+        if action == enable.UNDO:
+            if self._target is not None and snap.definition != self._target:
+                return "the host is not as before: " + diff_definitions(
+                    self._target, snap.definition
+                ).replace("\n", " ")
+            return None
+        state: HostState = snap.facts
+        for change in plan.changes:
+            if not isinstance(change, HostChange):
+                continue
+            if change.action == RELOAD_MODULE and change.module:
+                value = state.nested.get(change.module)
+                if value not in ON_VALUES:
+                    return f"{change.module} reloaded but nested is {value!r}, not on"
+                self.verified.append(f"{change.module} nested={value}")
+            if change.action == KVM_PERMISSIONS:
+                if state.kvm_group != KVM_GROUP or (state.kvm_mode or 0) & 0o060 != 0o060:
+                    return f"{self.paths.kvm_device} is still {state.kvm_group} " \
+                           f"{state.kvm_mode or 0:04o}"  # fmt: skip
+                self.verified.append(
+                    f"{self.paths.kvm_device} is {state.kvm_group} {state.kvm_mode or 0:04o}"
+                )
+        left = [c for c in build_host_plan(state, self.paths).changes if c.action != RELOAD_MODULE]
+        if left:
+            return "the host did not keep: " + "; ".join(c.summary for c in left)
+        return None
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def host_flow(
+    action: str,
+    options: enable.FlowOptions,
+    *,
+    show: Callable[[enable.Outcome], None],
+    confirm: Callable[[enable.Outcome], bool],
+    progress: Callable[[str], None] = lambda _msg: None,
+    paths: HostPaths | None = None,
+    runner: Runner = _run,
+    require_root: bool = True,
+) -> HostOutcome:
+    """`host enable` (action enable) or `host undo` through the one write flow."""
+    if action not in HOST_ACTIONS:
+        raise UsageError(f"unknown host action {action!r}")
+    subject = HostSubject(paths, runner=runner)
+
+    def ask(outcome: enable.Outcome) -> bool:
+        if require_root and os.geteuid() != 0:
+            raise PermissionRequired(f"host {action} changes /etc and /dev/kvm: run it as root")
+        return confirm(outcome)
+
+    outcome = enable.run(subject, action, options, show=show, confirm=ask, progress=progress)
+    result = HostOutcome(outcome.plan, outcome.applied, list(outcome.messages), action,
+                         outcome.journal_seq, outcome.diff)  # fmt: skip
+    if outcome.applied:
+        result.messages[:0] = subject.verified
+    return result
 
 
 def host_enable(
@@ -357,35 +735,25 @@ def host_enable(
     runner: Runner = _run,
     require_root: bool = True,
 ) -> HostOutcome:
-    """The host flow: read → plan → show → confirm → lock → journal → apply → verify."""
-    from nestvirt import lock
-    from nestvirt.journal import DONE, Journal
+    """`host enable` for callers that see the plan only (the Ansible module)."""
+    return host_flow(
+        enable.ENABLE,
+        enable.FlowOptions(dry_run=dry_run),
+        show=lambda outcome: show(outcome.plan),
+        confirm=lambda outcome: confirm(outcome.plan),
+        paths=paths,
+        runner=runner,
+        require_root=require_root,
+    )
 
-    state = read_state(paths)
-    plan = build_host_plan(state, paths)
-    outcome = HostOutcome(plan)
-    show(plan)
-    if dry_run or plan.empty:
-        return outcome
-    if require_root and os.geteuid() != 0:
-        raise PermissionRequired("host enable changes /etc and /dev/kvm: run it as root")
-    if not confirm(plan):
-        outcome.messages.append("nothing changed")
-        return outcome
-    with lock.host_lock():
-        book = Journal.for_host()
-        entry = book.begin(
-            "host-enable",
-            "host",
-            snapshot(state, paths),
-            changes=tuple(c.action for c in plan.changes),
-            codes=tuple(sorted({code for c in plan.changes for code in c.codes})),
-        )
-        try:
-            outcome.messages.extend(apply_host_plan(plan, paths, runner=runner))
-        except BaseException:
-            book.finish(entry, snapshot(read_state(paths), paths), status="failed")
-            raise
-        book.finish(entry, snapshot(read_state(paths), paths), status=DONE)
-    outcome.applied = True
-    return outcome
+
+def host_history(
+    paths: HostPaths | None = None, progress: Callable[[str], None] = lambda _msg: None
+) -> tuple[list[Entry], list[Any]]:
+    """The host's journal (settled first when no other nestvirt is changing the host)."""
+    from nestvirt.journal import Journal
+
+    subject = HostSubject(paths)
+    book = Journal(*subject.key)
+    entries = enable.history(subject, journal=book, progress=progress)
+    return entries, list(book.skipped)
