@@ -1,7 +1,8 @@
 """Is nestvirt running in a container, a chroot or a CI job, and what does /dev/kvm look like there?
 
 Read-only, standard library only. The container rules (NV-C…, rules/container.py)
-judge these facts. Detection is ordered evidence (STYLE.md, "Detection"): each
+judge these facts. Detection is ordered evidence, after systemd's
+`detect_container()` (docs/sources.md#detection-as-ordered-evidence): each
 source is a small check, a missing file is no evidence, and every piece of
 evidence seen is kept as a line for people.
 

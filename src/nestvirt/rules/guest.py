@@ -175,8 +175,10 @@ def parent_hyperv(g: GuestFacts) -> Iterator[Hit]:
     virtual machine with nested virtualization"
     (https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization,
     https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization);
-    Microsoft's Enable-NestedVm.ps1 (REFERENCE.md); systemd `src/basic/virt.c`
-    (Microsoft Hv ambiguity).
+    Microsoft's Enable-NestedVm.ps1
+    (https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1);
+    systemd `src/basic/virt.c` (Microsoft Hv ambiguity,
+    https://github.com/systemd/systemd/blob/main/src/basic/virt.c).
     """
     yield from _hit(
         g, "hyperv",

@@ -49,7 +49,8 @@ def cpu_virt_missing(host: LinuxHostFacts) -> Iterator[Hit]:
     can still emulate AMD SVM for a lab VM (slowly): see `nestvirt lab`.
 
     ## Sources
-    kvm-ok (cpu-checker); REFERENCE.md, "Linux / KVM".
+    kvm-ok (cpu-checker, https://packages.ubuntu.com/noble/cpu-checker): what
+    it checks, docs/sources.md#kvm-ok.
     """
     if host.cpu_virt_flags:
         return
@@ -89,7 +90,8 @@ def firmware_virt_disabled(host: LinuxHostFacts) -> Iterator[Hit]:
     Enable VT-x/AMD-V (SVM mode) in the firmware setup, then power-cycle.
 
     ## Sources
-    kvm-ok; Intel SDM vol. 3 §23.7; AMD APM vol. 2 §15.4.
+    kvm-ok (the same MSRs and bits), docs/sources.md#kvm-ok; Intel SDM vol. 3
+    §23.7; AMD APM vol. 2 §15.4.
     """
     if host.firmware_virt == "disabled":
         register = "VM_CR SVMDIS" if host.cpu_vendor == AMD else "IA32_FEATURE_CONTROL"
@@ -180,7 +182,9 @@ def kvm_device_inaccessible(host: LinuxHostFacts) -> Iterator[Hit]:
     (NV-C03) or give the job's user its group (NV-C04).
 
     ## Sources
-    virt-host-validate; kvm-ok.
+    virt-host-validate, docs/sources.md#virt-host-validate
+    (https://libvirt.org/manpages/virt-host-validate.html); kvm-ok,
+    docs/sources.md#kvm-ok.
     """
     contained = host.container is not None and host.container.contained
     yield from device_hits(host.kvm_device, host.probe, contained=contained)
@@ -226,7 +230,11 @@ def low_memory(host: LinuxHostFacts) -> Iterator[Hit]:
     Free memory, or give the host more.
 
     ## Sources
-    SEED-SUMMARY.md (4 GB threshold of Enable-NestedVm.ps1).
+    Microsoft's Enable-NestedVm.ps1 (4 GB threshold),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    the Hyper-V nested virtualization preview, "Requirements" (at least 4 GB
+    of RAM available),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256.
     """
     available = host.mem_available_bytes
     if isinstance(available, int) and available < 4 * GIB:
@@ -292,7 +300,11 @@ def host_is_guest(host: LinuxHostFacts) -> Iterator[Hit]:
     extensions to this machine.
 
     ## Sources
-    Intel SDM CPUID leaf 1; REFERENCE.md, "Which hypervisor am I under".
+    Intel SDM CPUID leaf 1; the signatures and their sources,
+    docs/sources.md#hypervisor-signatures-in-cpuid (systemd
+    `src/basic/virt.c`, https://github.com/systemd/systemd/blob/main/src/basic/virt.c;
+    Linux `Documentation/virt/kvm/x86/cpuid.rst`,
+    https://docs.kernel.org/virt/kvm/x86/cpuid.html).
     """
     yield from guest_hits(host.hypervisor)
 
@@ -365,7 +377,9 @@ def kvm_boots_no_linux(host: LinuxHostFacts) -> Iterator[Hit]:
     host with `kvm_intel`/`kvm_amd`; report the module's failure to its vendor.
 
     ## Sources
-    QEMU `target/i386/kvm/kvm.c`; this project's measurements (REFERENCE.md).
+    QEMU `target/i386/kvm/kvm.c`
+    (https://gitlab.com/qemu-project/qemu/-/blob/master/target/i386/kvm/kvm.c);
+    this project's measurements, docs/sources.md#tcg-fallback-measurements.
     """
     yield from linux_boot_hits(host.kvm_boots_linux, "")
 

@@ -226,7 +226,12 @@ def dynamic_memory(vm: LibvirtVmFacts) -> Iterator[Hit]:
     virtio-mem only with `--remove-hotplug`).
 
     ## Sources
-    SEED-SUMMARY.md ("dynamic memory"); libvirt "Memory allocation".
+    Microsoft's Hyper-V nested virtualization preview, "Known issues"
+    (dynamic memory off or the VM does not start; runtime memory resize
+    fails),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    libvirt "Memory Allocation",
+    https://libvirt.org/formatdomain.html#memory-allocation.
     """
     if vm.current_memory_kib and vm.current_memory_kib < vm.memory_kib:
         yield Hit(
@@ -264,7 +269,11 @@ def memory_below_4gib(vm: LibvirtVmFacts) -> Iterator[Hit]:
     `nestvirt enable VM --memory 4GiB`.
 
     ## Sources
-    Enable-NestedVm.ps1 (4 GB threshold); SEED-SUMMARY.md.
+    Microsoft's Enable-NestedVm.ps1 (offers 4 GB when startup memory is below
+    4294967296 bytes),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    the Hyper-V nested virtualization preview, "Requirements" (4 GB RAM),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256.
     """
     if vm.memory_kib < 4 * GIB_KIB:
         yield Hit(
@@ -299,7 +308,11 @@ def mac_spoofing_blocked(vm: LibvirtVmFacts) -> Iterator[Hit]:
     inside the VM (the nested guests then share the VM's addresses).
 
     ## Sources
-    libvirt "Network Filters" (no-mac-spoofing, clean-traffic); SEED-SUMMARY.md.
+    libvirt "Network Filters", pre-existing filters (no-mac-spoofing,
+    clean-traffic), https://libvirt.org/formatnwfilter.html; the Hyper-V nested
+    virtualization preview, "Known issues" (MAC address spoofing for networking
+    in the nested guests),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256.
     """
     for iface in vm.interfaces:
         name = iface.mac or iface.source or iface.kind
@@ -367,7 +380,12 @@ def checkpoints_present(vm: LibvirtVmFacts) -> Iterator[Hit]:
     Review the snapshots; delete those you will not revert to.
 
     ## Sources
-    Get-NestedVirtStatus.ps1 (checkpoints); SEED-SUMMARY.md known issues.
+    Microsoft's Get-NestedVirtStatus.ps1 (a VM with a ParentCheckpointId does
+    not support nesting),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1;
+    the Hyper-V nested virtualization preview, "Known issues" (applying a
+    checkpoint to a running VM fails),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256.
     """
     if isinstance(vm.snapshot_count, int) and vm.snapshot_count > 0:
         yield Hit(
