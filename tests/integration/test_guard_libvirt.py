@@ -59,12 +59,14 @@ def installed() -> Iterator[Path]:
     path = guard.hook_path(HOOKS)
     if path.exists() and not guard.is_ours(path):
         pytest.skip(f"{path} belongs to someone else")
-    guard.apply(guard.plan_install(HOOKS, domains="nvtest-guard-*"))
+    # through the write flow, as `nestvirt guard install --yes` (journaled)
+    guard.run(guard.INSTALL, base=HOOKS, domains="nvtest-guard-*")
+    assert guard.status(HOOKS).state == "current"
     reload_libvirtd()
     try:
         yield path
     finally:
-        guard.apply(guard.plan_uninstall(HOOKS))
+        guard.run(guard.UNINSTALL, base=HOOKS)
         reload_libvirtd()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -48,59 +50,149 @@ def hook(args: tuple[str, ...]) -> int:
     return main(list(args))
 
 
-def _confirm_and_apply(plan: object, yes: bool, dry_run: bool, verb: str) -> int:
+def _show(as_json: bool, dry_run: bool) -> Callable[[Any], None]:
+    """The plan as `guard install|uninstall` always printed it; with --dry-run, a diff too."""
+
+    def show(outcome: Any) -> None:
+        if as_json:
+            return
+        from nestvirt.guard import install as guard
+
+        plan = outcome.plan
+        if plan.empty:
+            if outcome.action == "undo":
+                click.echo("nestvirt guard: nothing to undo")
+            else:
+                path = guard.hook_path()
+                click.echo(f"nestvirt guard: nothing to do ({path} is already as wanted)")
+            return
+        change = plan.changes[0]
+        todo = getattr(change, "install", None)
+        if todo is None:  # undo
+            click.echo(f"will {change.summary}")
+        elif todo.action == "remove":
+            click.echo(f"will remove {todo.path}")
+            if todo.remove_dir:
+                click.echo(
+                    f"will remove the empty directory {todo.path.parent} (nestvirt created it)"
+                )
+        else:
+            if todo.create_dir:
+                click.echo(f"will create {todo.path.parent}/ (mode 0755)")
+            click.echo(f"will {todo.action} {todo.path} (mode 0755, atomic write):")
+            click.echo(
+                "".join(f"  | {line}\n" for line in (todo.content or "").splitlines()), nl=False
+            )
+        if dry_run and outcome.diff:
+            click.echo("")
+            click.echo(outcome.diff, nl=False)
+
+    return show
+
+
+def _confirm(yes: bool, as_json: bool) -> Callable[[Any], bool]:
+    def confirm(_outcome: Any) -> bool:
+        return yes or click.confirm("go ahead?", default=False, err=as_json)
+
+    return confirm
+
+
+def _run(
+    action: str, *, yes: bool, dry_run: bool, as_json: bool, domains: str = "*", force: bool = False
+) -> int:
+    from nestvirt import enable
     from nestvirt.guard import install as guard
 
-    assert isinstance(plan, guard.Plan)
-    if plan.empty:
-        click.echo(f"nestvirt guard: nothing to do ({plan.path} is already as wanted)")
-        return 0
-    if plan.action == "remove":
-        click.echo(f"will remove {plan.path}")
-        if plan.remove_dir:
-            click.echo(f"will remove the empty directory {plan.path.parent} (nestvirt created it)")
-    else:
-        if plan.create_dir:
-            click.echo(f"will create {plan.path.parent}/ (mode 0755)")
-        click.echo(f"will {plan.action} {plan.path} (mode 0755, atomic write):")
-        click.echo("".join(f"  | {line}\n" for line in (plan.content or "").splitlines()), nl=False)
+    if not dry_run:
+        guard.require_root(f"guard {action}")
+
+    def progress(text: str) -> None:
+        click.echo(f"nestvirt: {text}", err=True)
+
+    outcome = guard.run(
+        action,
+        enable.FlowOptions(dry_run=dry_run, force=force),
+        domains=domains,
+        show=_show(as_json, dry_run),
+        confirm=_confirm(yes, as_json),
+        progress=progress,
+    )
+    if as_json:
+        from nestvirt.render import print_json
+
+        print_json(outcome.to_json())
+        return int(ExitCode.READY)
+    if outcome.plan.empty:
+        return int(ExitCode.READY)
     if dry_run:
         click.echo("dry run: nothing changed")
-        return 0
-    guard.require_root(f"guard {verb}")
-    if not yes and not click.confirm("go ahead?", default=False):
-        click.echo("nothing changed")
-        return 0
-    guard.apply(plan)
-    click.echo(f"nestvirt guard: {verb}ed {plan.path}")
-    for note in plan.notes:
+        return int(ExitCode.READY)
+    if not outcome.applied:
+        for message in outcome.messages:
+            click.echo(message)
+        return int(ExitCode.READY)
+    verb = {"install": "installed", "uninstall": "uninstalled", "undo": "restored"}[action]
+    click.echo(
+        f"nestvirt guard: {verb} {outcome.path} (journal entry #{outcome.journal_seq}; "
+        "`nestvirt guard undo` puts the previous state back)"
+    )
+    for note in outcome.plan.notes:
         click.echo(f"note: {note}")
-    return 0
+    return int(ExitCode.READY)
+
+
+_json = options.json_output("Print nestvirt.guard-plan/1 JSON.")
 
 
 @command.command("install")
 @options.yes("Do not ask.")
-@click.option("--dry-run", is_flag=True, help="Show what would be written; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be written and a diff; change nothing."
+)
 @click.option("--domains", default="*", show_default=True, help=DOMAINS_HELP)
-def install(yes: bool, dry_run: bool, domains: str) -> int:
+@_json
+def install(yes: bool, dry_run: bool, domains: str, as_json: bool) -> int:
     """Install the hook as /etc/libvirt/hooks/qemu.d/nestvirt (existing hooks keep working)."""
-    from nestvirt.guard import install as guard
-
-    if not dry_run:
-        guard.require_root("guard install")
-    return _confirm_and_apply(guard.plan_install(domains=domains), yes, dry_run, "install")
+    return _run("install", yes=yes, dry_run=dry_run, as_json=as_json, domains=domains)
 
 
 @command.command("uninstall")
 @options.yes("Do not ask.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
-def uninstall(yes: bool, dry_run: bool) -> int:
+@_json
+def uninstall(yes: bool, dry_run: bool, as_json: bool) -> int:
     """Remove the hook nestvirt installed (and nothing else)."""
+    return _run("uninstall", yes=yes, dry_run=dry_run, as_json=as_json)
+
+
+@command.command("undo")
+@options.yes("Do not ask.")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Undo even if the hook changed since nestvirt's change (never a file nestvirt did "
+    "not write).",
+)
+@_json
+def undo(yes: bool, dry_run: bool, force: bool, as_json: bool) -> int:
+    """Put the hook (and qemu.d/) back as before nestvirt's last install or uninstall."""
+    return _run("undo", yes=yes, dry_run=dry_run, as_json=as_json, force=force)
+
+
+@command.command("history")
+@options.json_output("Print nestvirt.history/1 JSON.")
+def history(as_json: bool) -> int:
+    """List nestvirt's journaled changes of the guard hook, newest last."""
+    from nestvirt.cli.host import print_history
     from nestvirt.guard import install as guard
 
-    if not dry_run:
-        guard.require_root("guard uninstall")
-    return _confirm_and_apply(guard.plan_uninstall(), yes, dry_run, "uninstall")
+    def progress(text: str) -> None:
+        click.echo(f"nestvirt: {text}", err=True)
+
+    subject, entries, skipped = guard.history(progress=progress)
+    print_history(subject.name, subject.uri, entries, skipped, as_json)
+    return int(ExitCode.READY)
 
 
 @command.command("status")

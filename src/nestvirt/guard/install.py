@@ -15,6 +15,10 @@ operation but `migrate begin` / `restore begin`, and execs this venv's Python
 (`sys.executable`, absolute: libvirtd runs hooks as root with a minimal
 environment) with `-I -S` on `nestvirt.guard.hook` for those two. It carries
 MARKER, which is how uninstall knows the file is ours.
+
+Install, uninstall and undo go through the one write flow (nestvirt.enable.run) with
+GuardSubject: lock, journal (write-ahead), dry-run diff, verify, undo. The "definition"
+is a JSON text of whether qemu.d/ exists and the hook file's content and mode.
 """
 
 from __future__ import annotations
@@ -24,12 +28,19 @@ import json
 import os
 import re
 import shlex
+import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nestvirt
-from nestvirt.errors import PermissionRequired, UsageError
+from nestvirt import enable
+from nestvirt.errors import NestvirtError, PermissionRequired, UsageError
+from nestvirt.journal import Entry
+from nestvirt.model import Change
+from nestvirt.model import Plan as ModelPlan
 
 MARKER = "nestvirt-guard/1"
 HOOK_NAME = "nestvirt"
@@ -146,10 +157,10 @@ def _daemon() -> tuple[int | None, float | None]:
             if comm not in DAEMONS:
                 continue
             with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+                line = f.read()
         except OSError:
             continue
-        start = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime in ticks
+        start = int(line.rsplit(")", 1)[1].split()[19])  # field 22: starttime in ticks
         return int(entry), boot + start / ticks
     return None, None
 
@@ -269,24 +280,284 @@ def require_root(what: str) -> None:
         raise PermissionRequired(f"{what} needs root: it writes {hooks_dir()}/qemu.d (use sudo)")
 
 
-def apply(plan: Plan) -> None:
-    """Carry out a plan: atomic write (temp file + rename) or removal of our file only."""
-    from nestvirt.statedir import atomic_write
+# ------------------------------------------------------------------ the flow's subject
 
-    if plan.action in ("create", "replace"):
-        assert plan.content is not None
-        if plan.create_dir:
-            plan.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            _remember(str(plan.path.parent), True)
-        atomic_write(plan.path, plan.content, mode=0o755)
-    elif plan.action == "remove":
-        if not is_ours(plan.path):  # checked again right before the change
-            raise UsageError(f"{plan.path} was not written by nestvirt: not removing it")
-        plan.path.unlink()
-        if plan.remove_dir:
-            with contextlib.suppress(OSError):
-                plan.path.parent.rmdir()
-            _remember(str(plan.path.parent), None)
+INSTALL, UNINSTALL = "install", "uninstall"
+ACTIONS = (INSTALL, UNINSTALL, enable.UNDO)
+DEFINITION_SCHEMA = "nestvirt.guard-hook/1"
+RESTORE = "restore"  # undo: the hook file (and qemu.d/) as they were
+
+
+@dataclass(frozen=True, slots=True)
+class GuardChange(Change):
+    """A change of the flow's plan; `install` is the guard's own Plan it carries out."""
+
+    install: Plan | None = None
+    restore: str | None = None  # undo: the whole definition put back
+
+
+def _hook_record(path: Path) -> dict[str, str] | None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise NestvirtError(f"cannot read {path}: {exc.strerror or exc}") from None
+    mode = f"{stat.S_IMODE(st.st_mode):04o}"
+    if not stat.S_ISREG(st.st_mode):
+        return {"kind": "not a regular file", "mode": mode}
+    try:
+        with path.open("rb") as f:
+            raw = f.read(1024 * 1024)
+    except OSError as exc:
+        raise NestvirtError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return {"content": raw.decode("utf-8", errors="replace"), "mode": mode}
+
+
+def definition_of(base: Path | None = None) -> str:
+    """What the guard manages, as it is now: qemu.d/ exists?, the hook file (content, mode)."""
+    path = hook_path(base)
+    return _encode({str(path.parent): path.parent.is_dir()}, {str(path): _hook_record(path)})
+
+
+def _encode(directory: dict[str, bool], hook: dict[str, dict[str, str] | None]) -> str:
+    doc = {"schema": DEFINITION_SCHEMA, "directory": directory, "hook": hook}
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def _decode(text: str) -> tuple[dict[str, bool], dict[str, dict[str, str] | None]]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("schema") != DEFINITION_SCHEMA:
+        raise NestvirtError(f"the guard journal entry is not a {DEFINITION_SCHEMA} definition")
+    return dict(doc["directory"]), dict(doc["hook"])
+
+
+def _lines(record: dict[str, str] | None) -> list[str]:
+    if record is None:
+        return []
+    return str(record.get("content", f"<{record.get('kind')}>\n")).splitlines(keepends=True)
+
+
+def diff_definitions(before: str, after: str) -> str:
+    """A unified diff of the hook file; one block for qemu.d/ appearing or going."""
+    import difflib
+
+    old_dir, old_hook = _decode(before)
+    new_dir, new_hook = _decode(after)
+    out: list[str] = []
+    for path in sorted(old_dir.keys() & new_dir.keys()):
+        if old_dir[path] != new_dir[path]:
+            was, now = ("absent", "directory") if new_dir[path] else ("directory", "absent")
+            out += [f"--- {path}/ ({was})\n", f"+++ {path}/ ({now})\n"]
+    for path in sorted(old_hook.keys() | new_hook.keys()):
+        a, b = old_hook.get(path), new_hook.get(path)
+        if a == b:
+            continue
+        lines = list(difflib.unified_diff(
+            _lines(a), _lines(b),
+            fromfile=f"{path} (mode {a['mode']})" if a else "/dev/null",
+            tofile=f"{path} (mode {b['mode']})" if b else "/dev/null"))  # fmt: skip
+        if not lines:  # the same text, another mode
+            lines = [f"--- {path} (mode {a and a['mode']})\n",
+                     f"+++ {path} (mode {b and b['mode']})\n"]  # fmt: skip
+        out += [line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                for line in lines]  # fmt: skip
+    return "".join(out)
+
+
+class GuardSubject:
+    """The guard hook of one libvirt hooks directory as a Subject of nestvirt.enable.run."""
+
+    name = "guard"
+
+    def __init__(self, base: Path | None = None, domains: str = "*") -> None:
+        self.base = base or hooks_dir()
+        self.path = hook_path(self.base)
+        self.domains = domains
+        self.key = ("guard", str(self.path))
+        self.uri = str(self.base)
+        self._target: str | None = None
+
+    def undo_command(self) -> str:
+        return "nestvirt guard undo"
+
+    def close(self) -> None:
+        """Nothing to close: the guard is a file."""
+
+    def read(self) -> enable.Snapshot:
+        return enable.Snapshot(definition_of(self.base), None, (), running=False)
+
+    def plan(self, snap: enable.Snapshot, action: str, undo: Entry | None) -> ModelPlan:
+        if action == INSTALL:
+            return self._of(plan_install(self.base, self.domains))
+        if action == UNINSTALL:
+            return self._of(plan_uninstall(self.base))
+        if action == enable.UNDO and undo is not None:
+            directory, hook = _decode(undo.before)
+            if set(directory) != {str(self.path.parent)} or set(hook) != {str(self.path)}:
+                raise UsageError(f"journal entry #{undo.seq} is not about {self.path}")
+            what = f"nestvirt's change #{undo.seq} ({undo.action}, {undo.time})"
+            record = hook[str(self.path)]
+            if record is None:
+                summary, command = f"remove {self.path} ({what} wrote it)", f"rm {self.path}"
+            else:
+                summary = f"put {self.path} back as it was before {what}"
+                command = f"install -m {record['mode']} /dev/stdin {self.path}"
+            change = GuardChange(RESTORE, (), command, summary, restore=undo.before)
+            if undo.before == snap.definition:
+                return ModelPlan(vm=self.name)
+            return ModelPlan(vm=self.name, changes=(change,))
+        raise UsageError(f"unknown guard action {action!r}")
+
+    def _of(self, plan: Plan) -> ModelPlan:
+        if plan.empty:
+            return ModelPlan(vm=self.name, notes=plan.notes)
+        if plan.action == "remove":
+            summary, command = f"remove {plan.path}", f"rm {plan.path}"
+            if plan.remove_dir:
+                summary += f" and the empty directory {plan.path.parent} (nestvirt created it)"
+                command += f" && rmdir {plan.path.parent}"
+        else:
+            summary = f"{plan.action} {plan.path} (mode 0755, atomic write)"
+            command = f"install -m 0755 /dev/stdin {plan.path}"
+            if plan.create_dir:
+                summary = f"create {plan.path.parent}/ (mode 0755), then {summary}"
+                command = f"mkdir -p {plan.path.parent} && {command}"
+        change = GuardChange(plan.action, (), command, summary, install=plan)
+        return ModelPlan(vm=self.name, changes=(change,), notes=plan.notes)
+
+    def render(self, snap: enable.Snapshot, plan: ModelPlan) -> str:
+        change = plan.changes[0]
+        assert isinstance(change, GuardChange)
+        if change.restore is not None:
+            return change.restore
+        assert change.install is not None
+        todo = change.install
+        directory, hook = _decode(snap.definition)
+        if todo.action in ("create", "replace"):
+            directory[str(self.path.parent)] = True
+            hook[str(self.path)] = {"content": todo.content or "", "mode": "0755"}
+        elif todo.action == "remove":
+            hook[str(self.path)] = None
+            if todo.remove_dir:
+                directory[str(self.path.parent)] = False
+        return _encode(directory, hook)
+
+    def diff(self, before: str, after: str) -> str:
+        return diff_definitions(before, after)
+
+    def stop(self, timeout: float, progress: Callable[[str], None]) -> None:
+        raise AssertionError("the guard is never running")
+
+    def start(self) -> None:
+        raise AssertionError("the guard is never running")
+
+    def write(self, plan: ModelPlan, definition: str) -> str:
+        self._target = definition
+        return self.restore(definition)
+
+    def restore(self, definition: str) -> str:
+        """Make qemu.d/ and the hook `definition`: the file in one atomic step; a file
+        nestvirt did not write is never replaced or removed."""
+        from nestvirt.statedir import atomic_write
+
+        directory, hook = _decode(definition)
+        record = hook.get(str(self.path))
+        live = _hook_record(self.path)
+        parent = self.path.parent
+        if record != live and live is not None and not is_ours(self.path):
+            raise UsageError(f"{self.path} was not written by nestvirt: not touching it")
+        if directory.get(str(parent)) and not parent.is_dir():
+            parent.mkdir(mode=0o755, parents=True)
+            _remember(str(parent), True)
+        if record != live:
+            if record is None:
+                self.path.unlink(missing_ok=True)
+            elif "content" in record:
+                atomic_write(self.path, record["content"], mode=int(record["mode"], 8),
+                             what=str(self.path))  # fmt: skip
+        if directory.get(str(parent)) is False and parent.is_dir():
+            with contextlib.suppress(OSError):  # not empty: other hooks stay, and so does it
+                parent.rmdir()
+                _remember(str(parent), None)
+        return definition_of(self.base)
+
+    def verify(self, plan: ModelPlan, action: str) -> str | None:
+        live = definition_of(self.base)
+        if self._target is not None and live != self._target:
+            return "the hook is not as planned: " + diff_definitions(self._target, live).replace(
+                "\n", " "
+            )
+        return None
+
+
+@dataclass(slots=True)
+class GuardOutcome:
+    """What `guard install|uninstall|undo` did: `nestvirt.guard-plan/1` as JSON."""
+
+    action: str
+    path: Path
+    plan: ModelPlan
+    applied: bool = False
+    journal_seq: int | None = None
+    diff: str = ""
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def install(self) -> Plan | None:
+        first = self.plan.changes[0] if self.plan.changes else None
+        return first.install if isinstance(first, GuardChange) else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "schema": "nestvirt.guard-plan/1",
+            "action": self.action,
+            "path": str(self.path),
+            "changes": [{**c.to_json(), "summary": c.summary} for c in self.plan.changes],
+            "notes": list(self.plan.notes),
+            "applied": self.applied,
+            "changed": self.applied and not self.plan.empty,
+            "journal_seq": self.journal_seq,
+            "diff": self.diff,
+            "messages": list(self.messages),
+        }
+
+
+def run(
+    action: str,
+    options: enable.FlowOptions | None = None,
+    *,
+    base: Path | None = None,
+    domains: str = "*",
+    show: Callable[[enable.Outcome], None] = lambda _o: None,
+    confirm: Callable[[enable.Outcome], bool] = lambda _o: True,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> GuardOutcome:
+    """`guard install`, `guard uninstall` or `guard undo` through the one write flow."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown guard action {action!r}")
+    subject = GuardSubject(base, domains)
+    outcome = enable.run(
+        subject, action, options or enable.FlowOptions(), show=show, confirm=confirm,
+        progress=progress,
+    )  # fmt: skip
+    return GuardOutcome(action, subject.path, outcome.plan, outcome.applied,
+                        outcome.journal_seq, outcome.diff, list(outcome.messages))  # fmt: skip
+
+
+def history(
+    base: Path | None = None, progress: Callable[[str], None] = lambda _msg: None
+) -> tuple[GuardSubject, list[Entry], list[Any]]:
+    """The guard's journal (settled first when no other nestvirt is changing it)."""
+    from nestvirt.journal import Journal
+
+    subject = GuardSubject(base)
+    book = Journal(*subject.key)
+    entries = enable.history(subject, journal=book, progress=progress)
+    return subject, entries, list(book.skipped)
 
 
 def _record_path() -> Path:
@@ -316,9 +587,11 @@ def _remember(key: str, value: object) -> None:
 
 __all__ = [
     "MARKER",
+    "GuardOutcome",
     "GuardState",
+    "GuardSubject",
     "Plan",
-    "apply",
+    "history",
     "hook_path",
     "hooks_dir",
     "is_ours",
@@ -326,5 +599,6 @@ __all__ = [
     "plan_uninstall",
     "render_hook",
     "require_root",
+    "run",
     "status",
 ]
