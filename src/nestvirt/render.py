@@ -70,7 +70,12 @@ def _fits_template(text: str) -> bool:
 
 
 def table_text(con: Any, findings: tuple[Finding, ...], layouts: dict[Any, str]) -> str:
-    """findings_table(findings) as `con` prints it, from a cached layout when one fits."""
+    """findings_table(findings) as `con` prints it: laid out here (plain_table) when `con`
+    prints no styles, else from a cached layout when one fits."""
+    if con.color_system is None:
+        plain = plain_table(findings, con.width)
+        if plain is not None:
+            return plain
     fixes = [f.fix or "" for f in findings]
     if not all(
         _fits_template(f.message) and _fits_template(x)
@@ -95,6 +100,179 @@ def table_text(con: Any, findings: tuple[Finding, ...], layouts: dict[Any, str])
         pieces = layout.split(mark)
         layout = "".join(chain.from_iterable(zip(pieces, [*text, ""], strict=True)))
     return layout
+
+
+# ---------------------------------------------------------------- rich's layout, by hand
+#
+# findings_table as rich prints it without styles (a console writing to a file or pipe),
+# for text whose every character is one cell wide (printable ASCII): rich's own steps
+# (Table._calculate_column_widths and _collapse_widths, _ratio.ratio_reduce, Padding,
+# Text.wrap with _wrap.divide_line, overflow "ellipsis") in a few lines each, without its
+# segments. Anything else (other characters, markup in a code, columns too narrow to hold
+# a character) answers None, and rich lays the table out. tests/unit/test_render_layouts.py
+# compares the two on random findings and widths.
+
+_HEADERS = ("code", "severity", "finding", "fix")
+_NO_WRAP = (True, True, False, False)
+_WORD = re.compile(r"\s*\S+\s*")
+_TRAILING_SPACE = re.compile(r"\s+$")
+_NON_SPACE = re.compile(r"\S")
+
+
+def plain_table(findings: Iterable[Finding], width: int) -> str | None:
+    """findings_table(findings) as a style-less rich Console `width` wide prints it; None
+    where this layout is not known to be rich's (then ask rich)."""
+    rows = [(f.code, str(f.severity), f.message, f.fix or "") for f in findings]
+    columns = list(zip(_HEADERS, *rows, strict=True))
+    for cells in columns:
+        for text in cells:
+            if not (text.isascii() and text.isprintable()):
+                return None
+    if any(("[" in code or ":" in code) for code in columns[0]):  # markup, emoji codes
+        return None
+    widths = _column_widths(columns, width)
+    if min(widths) < 3:
+        return None
+    lines: list[str] = []
+    blanks = [" " * w for w in widths]
+    for row in zip(*columns, strict=True):
+        laid = [
+            _cell_lines(text, w - 2, no_wrap)
+            for text, w, no_wrap in zip(row, widths, _NO_WRAP, strict=True)
+        ]
+        for i in range(max(map(len, laid))):
+            lines.append(
+                "".join(
+                    f" {c[i]} " if i < len(c) else blank
+                    for c, blank in zip(laid, blanks, strict=True)
+                )
+            )
+    if sum(widths) > width:  # Console.print crops what is wider than the console
+        lines = [line[:width] for line in lines]
+    return "\n".join(lines) + "\n"
+
+
+def _widest(texts: Iterable[str], max_width: int) -> int:
+    """The maximum of Table._measure_column for padded (0, 1) text cells: every step of
+    Padding's and Text's measures comes down to the longest text plus the padding."""
+    return 0 if max_width < 1 else min(max(map(len, texts)) + 2, max_width)
+
+
+def _column_widths(columns: list[tuple[str, ...]], max_width: int) -> list[int]:
+    widths = [_widest(cells, max_width) or 1 for cells in columns]
+    if sum(widths) > max_width:
+        widths = _collapse(widths, [not no_wrap for no_wrap in _NO_WRAP], max_width)
+        if sum(widths) > max_width:  # last resort, reduce columns evenly
+            excess = sum(widths) - max_width
+            widths = _ratio_reduce(excess, [1] * len(widths), widths, widths)
+        widths = [_widest(cells, w) for cells, w in zip(columns, widths, strict=True)]
+    return widths
+
+
+def _collapse(widths: list[int], wrapable: list[bool], max_width: int) -> list[int]:
+    """Table._collapse_widths."""
+    total = sum(widths)
+    excess = total - max_width
+    while total and excess > 0:
+        widest = max(w for w, wrap in zip(widths, wrapable, strict=True) if wrap)
+        second = max(
+            w if wrap and w != widest else 0 for w, wrap in zip(widths, wrapable, strict=True)
+        )
+        difference = widest - second
+        ratios = [
+            1 if w == widest and wrap else 0 for w, wrap in zip(widths, wrapable, strict=True)
+        ]
+        if not any(ratios) or not difference:
+            break
+        widths = _ratio_reduce(excess, ratios, [min(excess, difference)] * len(widths), widths)
+        total = sum(widths)
+        excess = total - max_width
+    return widths
+
+
+def _ratio_reduce(
+    total: int, ratios: list[int], maximums: list[int], values: list[int]
+) -> list[int]:
+    """rich._ratio.ratio_reduce."""
+    ratios = [ratio if most else 0 for ratio, most in zip(ratios, maximums, strict=True)]
+    total_ratio = sum(ratios)
+    if not total_ratio:
+        return values[:]
+    remaining = total
+    result = []
+    for ratio, most, value in zip(ratios, maximums, values, strict=True):
+        if ratio and total_ratio > 0:
+            distributed = min(most, round(ratio * remaining / total_ratio))
+            result.append(value - distributed)
+            remaining -= distributed
+            total_ratio -= ratio
+        else:
+            result.append(value)
+    return result
+
+
+def _cell_lines(text: str, width: int, no_wrap: bool) -> list[str]:
+    """Text.wrap(width, justify left, overflow ellipsis): lines exactly `width` long."""
+    if no_wrap or len(text) <= width:
+        pieces = [text]
+    elif text[0] == " ":
+        pieces = _divide_words(text, width)
+    else:
+        pieces = _divide(text, width)
+    lines = []
+    for piece in pieces:
+        if len(piece) > width:  # Text.rstrip_end, then truncate with an ellipsis
+            space = _TRAILING_SPACE.search(piece)
+            if space is not None:
+                piece = piece[: len(piece) - min(len(space.group()), len(piece) - width)]
+            if len(piece) > width:
+                lines.append(piece[: width - 1] + "\u2026")
+                continue
+        lines.append(piece.ljust(width))
+    return lines
+
+
+def _divide_words(text: str, width: int) -> list[str]:
+    """`text` cut where _wrap.divide_line(text, width, fold=False) cuts it: word by word."""
+    pieces, start, offset = [], 0, 0
+    for match in _WORD.finditer(text):
+        at, word = match.start(), match.group()
+        length = len(word.rstrip())
+        if width - offset >= length:
+            offset += len(word)
+        elif length > width or (offset and at):
+            if at:
+                pieces.append(text[start:at])
+                start = at
+            offset = len(word)
+    pieces.append(text[start:])
+    return pieces
+
+
+def _divide(text: str, width: int) -> list[str]:
+    """_divide_words for text that starts with a word, line by line: a word fits when it
+    ends within `width` of the line's start; the line ends before the first that does not
+    (a word wider than a line has one to itself)."""
+    pieces, start, size = [], 0, len(text)
+    while start + width < size:
+        edge = start + width
+        if text[edge] == " ":  # the words up to edge fit; the line ends at the next one
+            cut = _NON_SPACE.search(text, edge)
+            if cut is None:
+                break
+            end = cut.start()
+        else:
+            end = text.rfind(" ", start, edge) + 1
+            if end <= start:  # the word at start is wider than the line
+                space = text.find(" ", start)
+                cut = None if space < 0 else _NON_SPACE.search(text, space)
+                if cut is None:
+                    break
+                end = cut.start()
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
 
 
 def _heading(title: str, verdict: Verdict) -> str:
@@ -168,18 +346,22 @@ def print_status(report: StatusReport, out: TextIO | None = None) -> None:
         con.print(findings_table(host.findings))
     # rich's layout is the cost of a 1,000-VM report: tables alike are laid out once
     # (table_text), and each heading's styling is made once.
+    # Without styles (a file, a pipe) the tables are laid out here (plain_table).
     layouts: dict[Any, str] = {}
     verdicts = {v: _capture(con, _heading(_SLOT, v)).split(_SLOT) for v in Verdict}
+    width, plain = con.width, con.color_system is None  # each asks the terminal
+    write = con.file.write
     for vm in report.vms:
         title = f"VM {vm.name} ({vm.backend}, {vm.state})"
-        if len(title) + len(vm.verdict) + 2 < con.width and "[" not in title:
+        if len(title) + len(vm.verdict) + 2 < width and "[" not in title:
             before, after = verdicts[vm.verdict]
-            con.file.write(f"\n{before}{title}{after}")
+            write(f"\n{before}{title}{after}")
         else:  # rich wraps what is too wide
             con.print()
             con.print(_heading(title, vm.verdict))
         if vm.findings:
-            con.file.write(table_text(con, vm.findings, layouts))
+            text = plain_table(vm.findings, width) if plain else None
+            write(text if text is not None else table_text(con, vm.findings, layouts))
     con.print()
     ready = sum(vm.verdict is Verdict.READY for vm in report.vms)
     vms = f"; VMs ready for nesting: {ready}/{len(report.vms)}" if report.vms else ""
