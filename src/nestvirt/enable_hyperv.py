@@ -1,23 +1,32 @@
 """A Hyper-V VM as a `Subject` of the generic write flow in nestvirt.enable.
 
 The flow (lock, journal, plan, confirm, dry run, apply, verify, rollback,
-undo, history) is the libvirt one, unchanged. What differs is what a
+undo, history) is the libvirt one, unchanged, with its one journal format:
+an Entry's `before` and `after` definitions. What differs is what a
 "definition" is: Hyper-V has no document to redefine in one step, so the
 definition here is the JSON of the settings nestvirt changes
-(`hyperv.settings_of`: ExposeVirtualizationExtensions, DynamicMemoryEnabled,
+(`plan_hyperv.settings_of`: ExposeVirtualizationExtensions, DynamicMemoryEnabled,
 StartupBytes, each adapter's MacAddressSpoofing), and a write is the plan's
-cmdlets run one by one by `hyperv.apply_plan`, every value a parameter.
+cmdlets (nestvirt.plan_hyperv, pure) run one by one by the backend's
+`apply_plan`, every value a parameter.
+
+This module judges (the rules run here, not in the backend) and asks for the
+guest's credentials (`guest_credentials`) before anything changes.
 
 To keep the flow's promise that a failed write leaves the old definition, a
-cmdlet that fails part-way has the settings already changed put back (the
-backend's `undo` of the partial record) before the error is raised. Steps that
-change the guest rather than the settings (`--install-hypervisor`,
-`--restart`) run after the settings; their failure does not undo the settings
-(they are journaled and `undo` restores them) but is reported in `failures`.
+cmdlet that fails part-way has the settings already changed put back
+(`plan_hyperv.plan_restore` of the settings read before the write) before the
+error is raised. Steps that change the guest rather than the settings
+(`--install-hypervisor`, `--restart`) run after the settings; their failure does
+not undo the settings (they are journaled and `undo` restores them) but is
+reported in `failures`.
 
-The journal entry's `before` is the settings document and its `changes` the
-planned actions, which is all `hyperv.plan_undo` needs: it restores only what
-differs now, so a planned-but-not-applied change restores nothing.
+Undo restores the entry's `before` for the settings its change touched (those
+that differ between `before` and `after`) and only where they differ now, so a
+planned-but-not-applied change restores nothing. Journal entries written by
+older nestvirt hold the same two documents and undo the same way; an undo
+record of the older `nestvirt.hyperv-undo/1` format is read by
+`plan_hyperv.adopt_record`.
 
 The lock and journal key is ("hyperv://<computer name>", VM Id): the same VM
 reached locally, over Remoting or through a snapshot of that host shares one
@@ -28,36 +37,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nestvirt import domxml
+from nestvirt import domxml, rules
+from nestvirt import plan_hyperv as ph
 from nestvirt.backends import hyperv
-from nestvirt.backends.hyperv import HyperVChange
-from nestvirt.backends.hyperv_ps import ps_quote, wire_value
+from nestvirt.backends.hyperv import ENV_GUEST_PASSWORD, ENV_GUEST_USER
 from nestvirt.backends.hyperv_transport import Transport
 from nestvirt.enable import DISABLE, ENABLE, UNDO, Outcome, Snapshot
 from nestvirt.errors import NestvirtError, NotFound, UsageError
 from nestvirt.facts.hyperv import HyperVHostFacts, HyperVVmFacts
 from nestvirt.journal import Entry
-from nestvirt.model import Plan
+from nestvirt.model import Finding, Plan
+from nestvirt.plan_hyperv import GUEST_ACTIONS, STATE_ACTIONS, HyperVChange
 
 READ_ONLY = "a snapshot is read-only: add --dry-run, or use --hyperv HOST"
 
 # run by the flow's stop()/start(), not by write()
-STOP, START = "stop-vm", "start-vm"
-# change the guest, not the settings: after the settings, never rolled back
-GUEST_ACTIONS = frozenset({"install-hypervisor", "restart-vm"})
-# every settings change enable/disable make: what a full restore puts back
-SETTINGS_ACTIONS = (
-    "expose-virtualization-extensions",
-    "disable-dynamic-memory",
-    "set-startup-memory",
-    "enable-mac-spoofing",
-)
-# state changes whose finding codes say nothing about the settings
-STATE_ACTIONS = frozenset({STOP, START, "remove-saved-state"})
+STOP, START = ph.STOP, ph.START
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,43 @@ class HyperVOptions:
 
 def definition_of(vm: HyperVVmFacts) -> str:
     """The settings nestvirt changes, as the text the journal keeps and the diff shows."""
-    return json.dumps(hyperv.settings_of(vm), indent=2, ensure_ascii=False) + "\n"
+    return ph.definition_of(vm)
+
+
+def host_findings(host: HyperVHostFacts) -> list[Finding]:
+    """The Hyper-V host rules (NV-H2x) over `host`."""
+    return rules.run(rules.Target.HOST, rules.Platform.WINDOWS, host)
+
+
+def vm_findings(vm: HyperVVmFacts, host: HyperVHostFacts) -> list[Finding]:
+    """The Hyper-V VM rules (NV-V) over `vm` on `host`."""
+    return rules.run(rules.Target.VM, rules.Platform.HYPERV, vm, host)
+
+
+def guest_credentials(given: tuple[str, str] | None = None) -> tuple[str, str]:
+    """The guest's (user, password) for PowerShell Direct (`--install-hypervisor`).
+
+    `given` when set; else NESTVIRT_GUEST_USER and NESTVIRT_GUEST_PASSWORD from
+    the environment (both set; an empty password counts); else asked for on the
+    terminal (the password without echo). With neither variables nor a
+    terminal: UsageError naming the variables. The flow asks before anything
+    changes, and passes the answer to the backend's `apply_plan`.
+    """
+    if given:
+        return given
+    user = os.environ.get(ENV_GUEST_USER)
+    password = os.environ.get(ENV_GUEST_PASSWORD)
+    if user and password is not None:
+        return user, password
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"installing Hyper-V in the VM needs the guest's credentials: set {ENV_GUEST_USER} "
+            f"and {ENV_GUEST_PASSWORD}, or run on a terminal"
+        )
+    import getpass
+
+    user = user or input("Guest user (for PowerShell Direct): ")
+    return user, getpass.getpass(f"Password for {user} in the VM: ")
 
 
 class HyperVSubject:
@@ -106,6 +143,7 @@ class HyperVSubject:
         self.read_only = isinstance(self.transport, hyperv.SnapshotTransport)
         self._stopped = False
         self._intended: str | None = None
+        self._last_read: str | None = None  # the settings as last read: a write's `before`
         self._guest_credentials: tuple[str, str] | None = None
         try:
             snap = hyperv.read_facts(self.transport, [name])
@@ -114,7 +152,7 @@ class HyperVSubject:
                 raise UsageError(READ_ONLY)
             if not dry_run and self.options.install_hypervisor:
                 # ask (or fail for want of a terminal) now, before anything changes
-                self._guest_credentials = hyperv._guest_credentials(None)
+                self._guest_credentials = guest_credentials()
         except BaseException:
             self.close()
             raise
@@ -156,9 +194,10 @@ class HyperVSubject:
 
     def read(self) -> Snapshot:
         vm, host = self._read()
-        findings = (*hyperv.host_findings(host), *hyperv.vm_findings(vm, host))
+        findings = (*host_findings(host), *vm_findings(vm, host))
         running = not vm.is_off and not vm.is_saved
-        return Snapshot(definition_of(vm), (vm, host), tuple(findings), running)
+        self._last_read = definition_of(vm)
+        return Snapshot(self._last_read, (vm, host), tuple(findings), running)
 
     # ------------------------------------------------------------ planning
 
@@ -166,7 +205,7 @@ class HyperVSubject:
         vm, host = snap.facts
         o = self.options
         if action == ENABLE:
-            plan = hyperv.plan_enable(
+            plan = ph.plan_enable(
                 vm,
                 host,
                 snap.findings,
@@ -177,52 +216,18 @@ class HyperVSubject:
                 restart=o.restart,
             )
         elif action == DISABLE:
-            plan = hyperv.plan_disable(vm, stop=o.stop)
+            plan = ph.plan_disable(vm, stop=o.stop)
         elif action == UNDO and undo is not None:
-            plan = hyperv.plan_undo(self._record(undo), vm, stop=o.stop)
+            ph.load_settings(undo.before, f"journal entry #{undo.seq}")
+            plan = ph.plan_restore(
+                undo.before, vm, after=undo.after, actions=undo.changes, stop=o.stop
+            )
         else:
             raise UsageError(f"unknown action {action!r}")
-        return self._start_again(plan) if snap.running else plan
-
-    def _record(self, entry: Entry) -> dict[str, Any]:
-        """The backend's undo record for a journal entry of this subject."""
-        try:
-            before = json.loads(entry.before)
-        except ValueError:
-            before = None
-        if not isinstance(before, dict):
-            raise UsageError(
-                f"journal entry #{entry.seq} does not hold Hyper-V settings: cannot undo it here"
-            )
-        return {
-            "schema": hyperv.UNDO_SCHEMA,
-            "host": self.uri,
-            "vm": entry.subject,
-            "vm_id": entry.uuid,
-            "before": before,
-            "applied": list(entry.changes),
-        }
-
-    def _start_again(self, plan: Plan) -> Plan:
-        """--stop: start the VM again after the changes (as on libvirt), unless a step does."""
-        actions = {c.action for c in plan.changes}
-        if STOP not in actions or actions & GUEST_ACTIONS:
-            return plan
-        start = HyperVChange(
-            action=START,
-            codes=("NV-V07",),
-            command=f"Start-VM -Name {ps_quote(plan.vm)}",
-            summary="start the VM again",
-            cmdlet="Start-VM",
-        )
-        return replace(plan, changes=(*plan.changes, start))
+        return ph.with_start_again(plan) if snap.running else plan
 
     def render(self, snap: Snapshot, plan: Plan) -> str:
-        settings = json.loads(snap.definition)
-        for change in plan.changes:
-            if isinstance(change, HyperVChange):
-                _simulate(settings, change)
-        return json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+        return ph.render_settings(snap.definition, plan)
 
     def diff(self, before: str, after: str) -> str:
         return domxml.unified_diff(before, after, self.name, "current Hyper-V settings")
@@ -268,36 +273,34 @@ class HyperVSubject:
         self.progress(f"{self.name}: {change.summary}")
 
     def _apply_settings(self, plan: Plan) -> None:
-        record: dict[str, Any] = {}
-
-        def keep(current: dict[str, Any]) -> None:
-            record.update(current)
-
+        before = self._last_read or definition_of(self._read()[0])
+        applied: list[str] = []
         try:
-            hyperv.apply_plan(self.transport, plan, journal=keep, progress=self._tell)
+            hyperv.apply_plan(
+                self.transport, plan, done=lambda c: applied.append(c.action), progress=self._tell
+            )
         except NestvirtError as exc:
-            if not record.get("applied"):
+            if not applied:
                 raise
             try:
-                hyperv.undo(self.transport, record)
+                self._put_back(before, stop=False)
             except NestvirtError as again:
-                before = json.dumps(record["before"], ensure_ascii=False)
+                shown = json.dumps(json.loads(before), ensure_ascii=False)
                 raise NestvirtError(
                     f"{exc}; putting the previous settings back failed too ({again}); "
-                    f"they were: {before}"
+                    f"they were: {shown}"
                 ) from None
             raise type(exc)(f"{exc}; the settings it changed are put back") from None
 
+    def _put_back(self, definition: str, *, stop: bool) -> None:
+        """Restore every setting of `definition` that differs now (by the VM's Id)."""
+        vm, _host = self._read()
+        plan = ph.plan_restore(definition, vm, stop=stop)
+        if not plan.empty:
+            hyperv.apply_plan(self.transport, plan, vm_id=self._id())
+
     def restore(self, definition: str) -> str:
-        record = {
-            "schema": hyperv.UNDO_SCHEMA,
-            "host": self.uri,
-            "vm": self.name,
-            "vm_id": self._id(),
-            "before": json.loads(definition),
-            "applied": list(SETTINGS_ACTIONS),
-        }
-        hyperv.undo(self.transport, record, stop=self.options.stop)
+        self._put_back(definition, stop=self.options.stop)
         return definition_of(self._read()[0])
 
     def verify(self, plan: Plan, action: str) -> str | None:
@@ -307,7 +310,7 @@ class HyperVSubject:
             want, have = json.loads(self._intended), json.loads(now)
             lost = [key for key in want if want[key] != have.get(key)]
             return "Hyper-V did not keep " + ", ".join(lost)
-        fired = {f.code for f in hyperv.vm_findings(vm, host)}
+        fired = {f.code for f in vm_findings(vm, host)}
         if action == ENABLE:
             claimed = {
                 code
@@ -323,31 +326,18 @@ class HyperVSubject:
         return None
 
 
-def _simulate(settings: dict[str, Any], change: HyperVChange) -> None:
-    """What `change` does to the settings document (for the diff and the check after)."""
-    params = {name: wire_value(value) for name, value in change.parameters}
-    if change.cmdlet == "Set-VMProcessor" and "ExposeVirtualizationExtensions" in params:
-        settings["ExposeVirtualizationExtensions"] = params["ExposeVirtualizationExtensions"]
-    elif change.cmdlet == "Set-VMMemory":
-        for param, key in (
-            ("DynamicMemoryEnabled", "DynamicMemoryEnabled"),
-            ("StartupBytes", "StartupBytes"),
-        ):
-            if param in params:
-                settings[key] = params[param]
-    elif change.cmdlet == "Set-VMNetworkAdapter" and "MacAddressSpoofing" in params:
-        for adapter in settings["Adapters"]:
-            adapter["MacAddressSpoofing"] = params["MacAddressSpoofing"]
-    elif change.script == "adapter-spoofing":
-        args = dict(change.script_args)
-        for adapter in settings["Adapters"]:
-            if adapter["Id"] in args["adapter_ids"]:
-                adapter["MacAddressSpoofing"] = args["value"]
-
-
 def plan_document(outcome: Outcome) -> dict[str, Any]:
     """`--json` for Hyper-V: the backend's `nestvirt.plan/1` (commands pasteable PowerShell)."""
-    return hyperv.plan_json(outcome.plan, applied=outcome.applied)
+    return ph.plan_json(outcome.plan, applied=outcome.applied)
 
 
-__all__ = ["READ_ONLY", "HyperVOptions", "HyperVSubject", "definition_of", "plan_document"]
+__all__ = [
+    "READ_ONLY",
+    "HyperVOptions",
+    "HyperVSubject",
+    "definition_of",
+    "guest_credentials",
+    "host_findings",
+    "plan_document",
+    "vm_findings",
+]

@@ -1,4 +1,4 @@
-"""plan_enable (pure), apply_plan and undo over the local transport's process boundary."""
+"""plan_enable (pure), apply_plan and undo (plan_restore) over the local transport's process boundary."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fake_powershell import FakePowerShell
 from helpers import DEMO_PLAN, HOSTILE
 from test_quoting import tokens
 
+from nestvirt import enable_hyperv, plan_hyperv
 from nestvirt.backends import hyperv
 from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError
 from nestvirt.errors import NotFound, UsageError
@@ -21,7 +22,7 @@ from nestvirt.facts.hyperv import parse_snapshot
 def plan_for(doc: dict[str, Any], **opts: Any) -> Any:
     snap = parse_snapshot(doc)
     vm = snap.vms[0]
-    findings = hyperv.vm_findings(vm, snap.host)
+    findings = enable_hyperv.vm_findings(vm, snap.host)
     options = {
         "stop": False,
         "mac_spoofing": False,
@@ -29,7 +30,7 @@ def plan_for(doc: dict[str, Any], **opts: Any) -> Any:
         "install_hypervisor": False,
         **opts,
     }
-    return hyperv.plan_enable(vm, snap.host, findings, **options)
+    return plan_hyperv.plan_enable(vm, snap.host, findings, **options)
 
 
 def actions(plan: Any) -> list[str]:
@@ -108,7 +109,7 @@ def test_ready_vm_gives_empty_plan(demo_doc: dict[str, Any]) -> None:
     vm["Get-VMNetworkAdapter"][0]["MacAddressSpoofing"] = "On"
     plan = plan_for(demo_doc, mac_spoofing=True, memory_bytes=4 * GIB)
     assert plan.empty
-    assert hyperv.plan_json(plan) == {
+    assert plan_hyperv.plan_json(plan) == {
         "schema": "nestvirt.plan/1",
         "vm": "DemoVM",
         "changes": [],
@@ -117,7 +118,7 @@ def test_ready_vm_gives_empty_plan(demo_doc: dict[str, Any]) -> None:
 
 
 def test_plan_json(demo_doc: dict[str, Any]) -> None:
-    doc = hyperv.plan_json(plan_for(demo_doc))
+    doc = plan_hyperv.plan_json(plan_for(demo_doc))
     assert doc == DEMO_PLAN
     json.dumps(doc)
 
@@ -147,6 +148,34 @@ def test_hostile_names_are_single_literals(demo_doc: dict[str, Any], name: str) 
 # --- apply and undo ----------------------------------------------------------
 
 
+def apply_journaled(t: LocalTransport, plan: Any, journaled: list[str] | None = None) -> Entryish:
+    """apply_plan as the flow journals it: the settings before, the actions done, after."""
+    before = plan_hyperv.definition_of(hyperv.select_one(hyperv.read_facts(t, [plan.vm]), plan.vm))
+    done: list[str] = [] if journaled is None else journaled
+    applied = hyperv.apply_plan(t, plan, done=lambda c: done.append(c.action))
+    assert applied == done
+    after = plan_hyperv.definition_of(hyperv.select_one(hyperv.read_facts(t, [plan.vm]), plan.vm))
+    return Entryish(before, after, tuple(applied))
+
+
+class Entryish:
+    """What a journal Entry holds of a change: before, after, the actions."""
+
+    def __init__(self, before: str, after: str, changes: tuple[str, ...]) -> None:
+        self.before, self.after, self.changes = before, after, changes
+
+
+def undo(t: LocalTransport, entry: Entryish, vm_id: str, *, stop: bool = False) -> Any:
+    """The flow's undo: plan_restore of the entry for the VM (by Id) as it is now, then run."""
+    vm = hyperv.select_by_id(hyperv.read_facts(t, []), vm_id, "DemoVM")
+    plan = plan_hyperv.plan_restore(
+        entry.before, vm, after=entry.after, actions=entry.changes, stop=stop
+    )
+    if not plan.empty:
+        hyperv.apply_plan(t, plan, vm_id=vm_id)
+    return plan
+
+
 def test_apply_then_undo_restores(demo_doc: dict[str, Any]) -> None:
     demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
     original = copy.deepcopy(demo_doc["vms"][0])
@@ -154,24 +183,22 @@ def test_apply_then_undo_restores(demo_doc: dict[str, Any]) -> None:
     t = LocalTransport(executable="powershell.exe", runner=fake)
     snap = hyperv.read_facts(t, ["DemoVM"])
     vm = hyperv.select_one(snap, "DemoVM")
-    plan = hyperv.plan_enable(
+    plan = plan_hyperv.plan_enable(
         vm,
         snap.host,
-        hyperv.vm_findings(vm, snap.host),
+        enable_hyperv.vm_findings(vm, snap.host),
         stop=True,
         mac_spoofing=True,
         memory_bytes=4 * GIB,
         install_hypervisor=False,
     )
-    journaled: list[dict[str, Any]] = []
-    record = hyperv.apply_plan(t, plan, journal=lambda r: journaled.append(copy.deepcopy(r)))
-    assert record["applied"] == actions(plan)
-    assert journaled[0]["applied"] == [] and journaled[-1] == record
-    assert record["before"]["ExposeVirtualizationExtensions"] is False
-    json.dumps(record)
+    journaled: list[str] = []
+    entry = apply_journaled(t, plan, journaled)
+    assert list(entry.changes) == actions(plan) == journaled
+    assert json.loads(entry.before)["ExposeVirtualizationExtensions"] is False
 
     after = hyperv.select_one(hyperv.read_facts(t, ["DemoVM"]), "DemoVM")
-    assert hyperv.vm_findings(after, snap.host) == []  # ready: V01..V04 cleared, VM off
+    assert enable_hyperv.vm_findings(after, snap.host) == []  # ready: V01..V04 cleared, VM off
 
     writes = [c for c in fake.calls if c["script"] == "invoke"]
     assert [c["args"]["cmdlet"] for c in writes] == [
@@ -185,7 +212,7 @@ def test_apply_then_undo_restores(demo_doc: dict[str, Any]) -> None:
     assert writes[3]["args"]["parameters"] == {"MacAddressSpoofing": "On"}
     assert all(c["args"]["vm_id"] == original["Get-VM"]["Id"] for c in writes)
 
-    undo_plan = hyperv.undo(t, record)
+    undo_plan = undo(t, entry, original["Get-VM"]["Id"])
     assert [c.action for c in undo_plan.changes] == [
         "restore-virtualization-extensions",
         "restore-dynamic-memory",
@@ -196,21 +223,55 @@ def test_apply_then_undo_restores(demo_doc: dict[str, Any]) -> None:
     for key in ("Get-VMProcessor", "Get-VMMemory", "Get-VMNetworkAdapter"):
         assert now[key] == original[key], key
     # a second undo has nothing left to do
-    assert hyperv.undo(t, record).empty
+    assert undo(t, entry, original["Get-VM"]["Id"]).empty
+
+
+def test_old_undo_records_are_adopted(demo_doc: dict[str, Any]) -> None:
+    """A `nestvirt.hyperv-undo/1` record of older nestvirt restores like a journal entry."""
+    original = copy.deepcopy(demo_doc["vms"][0])
+    vm_id = original["Get-VM"]["Id"]
+    fake = FakePowerShell(demo_doc)
+    t = LocalTransport(executable="powershell.exe", runner=fake)
+    plan = plan_for(demo_doc, mac_spoofing=True, memory_bytes=8 * GIB)
+    entry = apply_journaled(t, plan)
+    old = json.loads(entry.before)
+    record = {
+        "schema": "nestvirt.hyperv-undo/1",
+        "host": "HV01",
+        "vm": "DemoVM",
+        "vm_id": vm_id,
+        "before": {"State": "Off", **old},
+        "applied": list(entry.changes),
+    }
+    before, after, applied = plan_hyperv.adopt_record(record)
+    assert json.loads(before) == old and applied == entry.changes
+    plan = undo(t, Entryish(before, after, applied), vm_id)
+    assert [c.action for c in plan.changes] == [
+        "restore-virtualization-extensions",
+        "restore-dynamic-memory",
+        "restore-startup-memory",
+        "restore-mac-spoofing",
+    ]
+    for key in ("Get-VMProcessor", "Get-VMMemory", "Get-VMNetworkAdapter"):
+        assert demo_doc["vms"][0][key] == original[key], key
+    with pytest.raises(UsageError, match="not a Hyper-V undo record"):
+        plan_hyperv.adopt_record({"schema": "x"})
+    with pytest.raises(UsageError, match="'applied' missing"):
+        plan_hyperv.adopt_record({k: v for k, v in record.items() if k != "applied"})
 
 
 def test_apply_failure_names_step_and_what_was_done(demo_doc: dict[str, Any]) -> None:
     fake = FakePowerShell(demo_doc, fail={"Set-VMMemory": "Failed to modify device 'Memory'."})
     t = LocalTransport(executable="powershell.exe", runner=fake)
     plan = plan_for(demo_doc)
-    journaled: list[dict[str, Any]] = []
+    journaled: list[str] = []
     with pytest.raises(PowerShellError) as exc:
-        hyperv.apply_plan(t, plan, journal=lambda r: journaled.append(copy.deepcopy(r)))
+        hyperv.apply_plan(t, plan, done=lambda c: journaled.append(c.action))
     assert str(exc.value) == (
         "step 2 (disable-dynamic-memory) failed: Set-VMMemory: Failed to modify device "
         "'Memory'. — applied before it: expose-virtualization-extensions"
     )
-    assert journaled[-1]["applied"] == ["expose-virtualization-extensions"]
+    assert journaled == ["expose-virtualization-extensions"]
 
 
 def test_apply_refuses_when_vm_started_since_planning(demo_doc: dict[str, Any]) -> None:
@@ -242,7 +303,7 @@ def test_install_hypervisor_passes_credentials_as_data(
     fake = FakePowerShell(demo_doc)
     t = LocalTransport(executable="powershell.exe", runner=fake)
     plan = plan_for(demo_doc, install_hypervisor=True)
-    hyperv.apply_plan(t, plan)
+    hyperv.apply_plan(t, plan, guest_credentials=enable_hyperv.guest_credentials())
     (call,) = [c for c in fake.calls if c["script"] == "install"]
     assert call["args"]["user"] == "admin" and call["args"]["password"] == "p'w$(x)"
     assert all("p'w$(x)" not in a for a in call["argv"])
@@ -254,10 +315,14 @@ def test_install_hypervisor_without_credentials_refuses(
     monkeypatch.delenv("NESTVIRT_GUEST_USER", raising=False)
     monkeypatch.delenv("NESTVIRT_GUEST_PASSWORD", raising=False)
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(UsageError, match="NESTVIRT_GUEST_USER"):
+        enable_hyperv.guest_credentials()
+    assert enable_hyperv.guest_credentials(("u", "p")) == ("u", "p")
     fake = FakePowerShell(demo_doc)
     plan = plan_for(demo_doc, install_hypervisor=True)
     with pytest.raises(UsageError, match="NESTVIRT_GUEST_USER"):
         hyperv.apply_plan(LocalTransport(executable="p", runner=fake), plan)
+    assert not [c for c in fake.calls if c["script"] != "collect"]  # nothing ran
 
 
 def test_snapshot_transport_is_read_only(tmp_path: Any, demo_doc: dict[str, Any]) -> None:
@@ -271,20 +336,23 @@ def test_snapshot_transport_is_read_only(tmp_path: Any, demo_doc: dict[str, Any]
 def test_undo_running_vm_needs_stop(demo_doc: dict[str, Any]) -> None:
     fake = FakePowerShell(demo_doc)
     t = LocalTransport(executable="p", runner=fake)
-    record = hyperv.apply_plan(t, plan_for(demo_doc))
+    vm_id = demo_doc["vms"][0]["Get-VM"]["Id"]
+    entry = apply_journaled(t, plan_for(demo_doc))
     demo_doc["vms"][0]["Get-VM"]["State"] = "Running"
     with pytest.raises(UsageError, match="pass --stop"):
-        hyperv.undo(t, record)
-    plan = hyperv.undo(t, record, stop=True)
+        undo(t, entry, vm_id)
+    plan = undo(t, entry, vm_id, stop=True)
     assert plan.changes[0].action == "stop-vm"
 
 
 def test_undo_vm_gone(demo_doc: dict[str, Any]) -> None:
     fake = FakePowerShell(demo_doc)
     t = LocalTransport(executable="p", runner=fake)
-    record = hyperv.apply_plan(t, plan_for(demo_doc))
+    vm_id = demo_doc["vms"][0]["Get-VM"]["Id"]
+    entry = apply_journaled(t, plan_for(demo_doc))
+    vm = parse_snapshot(demo_doc).vms[0]
     demo_doc["vms"].clear()
     with pytest.raises(NotFound, match="no longer exists"):
-        hyperv.undo(t, record)
-    with pytest.raises(UsageError, match="not a Hyper-V undo record"):
-        hyperv.undo(t, {"schema": "x"})
+        undo(t, entry, vm_id)
+    with pytest.raises(UsageError, match="does not hold Hyper-V settings"):
+        plan_hyperv.plan_restore("<domain/>", vm)

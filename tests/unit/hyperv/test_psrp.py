@@ -18,6 +18,7 @@ import psrp_standin as ps
 import pytest
 from helpers import HOSTILE
 
+from nestvirt import plan_hyperv
 from nestvirt.backends import hyperv, hyperv_ps
 from nestvirt.backends.hyperv_transport import (
     PowerShellError,
@@ -89,7 +90,7 @@ def test_hostile_names_are_parameters_not_script(demo_doc: dict[str, Any], name:
         t = remote(port)
         snap = hyperv.read_facts(t, [name])
         vm = hyperv.select_one(snap, name)
-        plan = hyperv.plan_enable(
+        plan = plan_hyperv.plan_enable(
             vm,
             snap.host,
             [],

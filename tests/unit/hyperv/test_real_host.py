@@ -14,9 +14,10 @@ from conftest import load_doc
 from fake_powershell import BAD_CREDENTIAL, CLIXML_ERROR, GUEST_BOOTING, FakePowerShell
 
 from nestvirt.backends import hyperv, hyperv_ps
-from nestvirt.backends.hyperv import GuestClock, HyperVChange
+from nestvirt.backends.hyperv import GuestClock
 from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError, _local_error
 from nestvirt.errors import PermissionRequired
+from nestvirt.plan_hyperv import HyperVChange
 
 
 def transport(fake: Any) -> LocalTransport:
@@ -128,7 +129,7 @@ VM_ID = "1b7e8a54-3f0e-4c1e-9d2a-5a3e1f0c0001"
 
 
 def run(fake: FakePowerShell, change: HyperVChange, clock: Clock) -> None:
-    hyperv._run_change(transport(fake), VM_ID, change, ("admin", "pw"), clock.guest_clock())
+    hyperv.run_change(transport(fake), VM_ID, change, ("admin", "pw"), clock.guest_clock())
 
 
 def test_wrong_guest_password_fails_at_once(demo_doc: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import GIB, fixture
 from helpers import HOSTILE
 
-from nestvirt import rules
+from nestvirt import enable_hyperv, rules
 from nestvirt.backends import hyperv
 from nestvirt.facts.hyperv import parse_snapshot
 from nestvirt.model import Severity
@@ -128,12 +128,12 @@ def test_registered_per_platform() -> None:
 
 def host_findings(doc: dict[str, Any]) -> dict[str, str]:
     snap = parse_snapshot(doc)
-    return codes(hyperv.host_findings(snap.host))
+    return codes(enable_hyperv.host_findings(snap.host))
 
 
 def vm_findings(doc: dict[str, Any]) -> dict[str, str]:
     snap = parse_snapshot(doc)
-    return codes(hyperv.vm_findings(snap.vms[0], snap.host))
+    return codes(enable_hyperv.vm_findings(snap.vms[0], snap.host))
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,9 @@ def test_h20_build_compared_as_integer(
 
 def test_h20_message_has_real_build(demo_doc: dict[str, Any]) -> None:
     demo_doc["host"]["Win32_OperatingSystem"]["BuildNumber"] = "9600"
-    f = next(f for f in hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H20")
+    f = next(
+        f for f in enable_hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H20"
+    )
     assert "9600" in f.message and "10565" in f.message and "\n" not in f.message
 
 
@@ -219,7 +221,7 @@ def test_h23_only_when_running_on_a_preview_build(
 ) -> None:
     demo_doc["host"]["Win32_DeviceGuard"]["VirtualizationBasedSecurityStatus"] = status
     demo_doc["host"]["Win32_OperatingSystem"]["BuildNumber"] = build
-    found = hyperv.host_findings(parse_snapshot(demo_doc).host)
+    found = enable_hyperv.host_findings(parse_snapshot(demo_doc).host)
     hit = [f for f in found if f.code == "NV-H23"]
     assert (str(hit[0].severity) if hit else None) == severity
     if hit:
@@ -258,10 +260,14 @@ def test_h24_bcd(demo_doc: dict[str, Any], options: str | None, fires: bool) -> 
 
 def test_h24_fix_keeps_other_options(demo_doc: dict[str, Any]) -> None:
     demo_doc["host"]["BcdHypervisorLoadOptions"] = "/DEBUG OFFERNESTEDVIRT=FALSE"
-    f = next(f for f in hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H24")
+    f = next(
+        f for f in enable_hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H24"
+    )
     assert f.fix is not None and "'/DEBUG'" in f.fix and "OFFERNESTEDVIRT" not in f.fix
     demo_doc["host"]["BcdHypervisorLoadOptions"] = "OFFERNESTEDVIRT=FALSE"
-    f = next(f for f in hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H24")
+    f = next(
+        f for f in enable_hyperv.host_findings(parse_snapshot(demo_doc).host) if f.code == "NV-H24"
+    )
     assert f.fix is not None and f.fix.startswith("bcdedit /deletevalue '{current}'")
 
 
@@ -293,7 +299,7 @@ def test_unknown_facts_are_never_errors(demo_doc: dict[str, Any]) -> None:
     h["Win32_DeviceGuard"] = None
     h["HyperVFeatureState"] = {"unknown": "Get-WindowsOptionalFeature: elevation required"}
     h["BcdHypervisorLoadOptions"] = {"unknown": "bcdedit: Access is denied."}
-    found = hyperv.host_findings(parse_snapshot(demo_doc).host)
+    found = enable_hyperv.host_findings(parse_snapshot(demo_doc).host)
     assert found and all(f.severity is Severity.INFO for f in found)
     assert all("not checked" in f.message for f in found)
 
@@ -348,7 +354,7 @@ def test_v04_one_finding_per_adapter_and_nat_hint(demo_doc: dict[str, Any]) -> N
     adapters.append({"Name": "Lab", "MacAddressSpoofing": "Off", "SwitchName": None})
     adapters.append({"Name": "Ext", "MacAddressSpoofing": "Off", "SwitchName": "External"})
     snap = parse_snapshot(doc)
-    found = [f for f in hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V04"]
+    found = [f for f in enable_hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V04"]
     assert len(found) == 2
     assert all("NAT" in f.message for f in found)
     assert (
@@ -379,7 +385,7 @@ def test_v06_checkpoints(demo_doc: dict[str, Any]) -> None:
         {"Name": f"cp{i}", "SnapshotType": "Standard"} for i in range(5)
     ]
     snap = parse_snapshot(doc)
-    (f,) = [f for f in hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
+    (f,) = [f for f in enable_hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
     assert "5 checkpoint(s)" in f.message and "2 more" in f.message
     doc["vms"][0]["Get-VMSnapshot"] = []
     doc["vms"][0]["Get-VM"]["ParentCheckpointId"] = "5f1c2d3e-0000-4000-8000-000000000009"
@@ -420,6 +426,6 @@ def test_fixes_quote_hostile_names(demo_doc: dict[str, Any], name: str) -> None:
     demo_doc["vms"][0]["Get-VM"]["Name"] = name
     demo_doc["vms"][0]["Get-VM"]["State"] = "Saved"
     snap = parse_snapshot(demo_doc)
-    for f in hyperv.vm_findings(snap.vms[0], snap.host):
+    for f in enable_hyperv.vm_findings(snap.vms[0], snap.host):
         if f.fix and "VMName" in f.fix:
             assert ps_quote(name) in f.fix, f.code

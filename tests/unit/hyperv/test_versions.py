@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import GIB, fixture, load_doc
 
-from nestvirt import rules
+from nestvirt import enable_hyperv, plan_hyperv, rules
 from nestvirt.backends import hyperv
 from nestvirt.cli import main
 from nestvirt.facts.hyperv import parse_snapshot
@@ -120,13 +120,13 @@ def test_o04_fix_quotes_the_vm_name() -> None:
 
 
 def host_codes(doc: dict[str, Any]) -> dict[str, str]:
-    return codes(hyperv.host_findings(parse_snapshot(doc).host))
+    return codes(enable_hyperv.host_findings(parse_snapshot(doc).host))
 
 
 def test_h22_in_a_vm_without_counters_says_so() -> None:
     snap = parse_snapshot(load_doc("vm-hypervisor-present-not-own.json"))
     assert snap.host.hypervisor_present is True and snap.host.machine_is_vm is True
-    (f,) = [f for f in hyperv.host_findings(snap.host) if f.code == "NV-H22"]
+    (f,) = [f for f in enable_hyperv.host_findings(snap.host) if f.code == "NV-H22"]
     assert "'Virtual Machine'" in f.message and "parent" in f.message
 
 
@@ -161,13 +161,13 @@ def test_h25_h26_judge_a_vm_whose_own_hypervisor_does_not_run() -> None:
 def test_home_edition_names_the_edition() -> None:
     snap = parse_snapshot(load_doc("win11-home.json"))
     assert snap.host.hyperv_feature_state == "NotAvailable"
-    (f,) = [f for f in hyperv.host_findings(snap.host) if f.code == "NV-H22"]
+    (f,) = [f for f in enable_hyperv.host_findings(snap.host) if f.code == "NV-H22"]
     assert "Microsoft Windows 11 Home" in f.message and "Pro" in (f.fix or "")
 
 
 def test_h29_names_the_reason_and_the_group() -> None:
     snap = parse_snapshot(load_doc("get-vm-access-denied.json"))
-    (f,) = [f for f in hyperv.host_findings(snap.host) if f.code == "NV-H29"]
+    (f,) = [f for f in enable_hyperv.host_findings(snap.host) if f.code == "NV-H29"]
     assert "required permission" in f.message and "S-1-5-32-578" in (f.fix or "")
 
 
@@ -217,13 +217,13 @@ def test_v06_fix_never_removes_every_checkpoint(demo_doc: dict[str, Any]) -> Non
         {"Name": "Recovery", "SnapshotType": "Recovery"},
     ]
     snap = parse_snapshot(demo_doc)
-    (f,) = [f for f in hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
+    (f,) = [f for f in enable_hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
     assert f.severity is Severity.WARNING
     assert f.fix == "Remove-VMSnapshot -VMName 'DemoVM' -Name 'Before update'"
     assert "Get-VMSnapshot" not in (f.fix or "")
     demo_doc["vms"][0]["Get-VMSnapshot"] = demo_doc["vms"][0]["Get-VMSnapshot"][1:]
     snap = parse_snapshot(demo_doc)
-    (f,) = [f for f in hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
+    (f,) = [f for f in enable_hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V06"]
     assert f.fix is None  # only Replica/Recovery ones: nothing to offer
 
 
@@ -244,7 +244,7 @@ def test_v05_v06_info_on_modern_hosts_warning_for_old_versions(demo_doc: dict[st
 
 def vm_codes(doc: dict[str, Any]) -> dict[str, str]:
     snap = parse_snapshot(doc)
-    return codes(hyperv.vm_findings(snap.vms[0], snap.host))
+    return codes(enable_hyperv.vm_findings(snap.vms[0], snap.host))
 
 
 def test_v04_nat_inside_the_guest_is_info(demo_doc: dict[str, Any]) -> None:
@@ -262,8 +262,8 @@ def test_v04_nat_inside_the_guest_is_info(demo_doc: dict[str, Any]) -> None:
 def plan_for(doc: dict[str, Any], *, stop: bool = False) -> Any:
     snap = parse_snapshot(doc)
     vm = snap.vms[0]
-    findings = hyperv.vm_findings(vm, snap.host)
-    return hyperv.plan_enable(
+    findings = enable_hyperv.vm_findings(vm, snap.host)
+    return plan_hyperv.plan_enable(
         vm,
         snap.host,
         findings,
