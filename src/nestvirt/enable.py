@@ -1,4 +1,4 @@
-"""The generic write flow of `enable`, `disable` and `undo`, and its libvirt subject.
+"""The generic write flow of `enable`, `disable` and `undo`.
 
     validate → lock → settle the journal → read → plan → show (plan + diff) →
     confirm → re-check → [stop] → journal (pending: before + planned after) →
@@ -12,12 +12,10 @@ write may have happened (an error, a cut connection, Ctrl-C, a full disk) is
 recorded as what the live definition shows, never guessed: if the subject was
 changed the error says so and how to undo it.
 
-The flow knows nothing about libvirt: it drives a `Subject`, a small protocol
-any backend can implement. LibvirtSubject below is the libvirt one; a Hyper-V
-VM fits the same way (its "definition" being a JSON document of the settings
-Enable-NestedVm changes — ExposeVirtualizationExtensions, DynamicMemoryEnabled,
-StartupBytes, MacAddressSpoofing — `write` running Set-VMProcessor /
-Set-VMMemory / Set-VMNetworkAdapter, `restore` setting the old values back).
+The flow knows no platform: it drives a `Subject`, a small protocol each
+platform's adapter implements (nestvirt.platforms: a libvirt domain's definition is
+its XML; a Hyper-V VM's a JSON document of the settings Enable-NestedVm changes).
+`subject_for` finds the adapter of an endpoint through nestvirt.registry.
 """
 
 from __future__ import annotations
@@ -27,9 +25,10 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from nestvirt import lock
+from nestvirt.endpoint import Endpoint
 from nestvirt.errors import (
     Busy,
     CannotFix,
@@ -42,10 +41,6 @@ from nestvirt.errors import (
 from nestvirt.journal import DIVERGED, DONE, FAILED, PENDING, ROLLED_BACK, Entry, Journal
 from nestvirt.model import Finding, Plan, Severity, plan_document
 from nestvirt.statedir import StateError
-from nestvirt.vocabulary import RUNNING_STATES
-
-if TYPE_CHECKING:
-    from nestvirt.plan_libvirt import PlanOptions
 
 ENABLE, DISABLE, UNDO = "enable", "disable", "undo"
 
@@ -61,10 +56,13 @@ class Snapshot:
 
 
 class Subject(Protocol):
-    """One VM the flow can change. Implemented by LibvirtSubject (and a Hyper-V VM)."""
+    """One VM the flow can change, made by its platform's adapter (nestvirt.platforms)."""
 
     name: str
+    uri: str  # where it lives, as `history` prints it
     key: tuple[str, str]  # (connection, stable id): the lock and journal key
+
+    def close(self) -> None: ...
 
     def read(self) -> Snapshot: ...
 
@@ -118,6 +116,45 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return plan_document(self.vm, self.plan.changes, applied=self.applied)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRequest:
+    """What the user asked of enable/disable/undo, before any platform reads it. Each
+    adapter turns it into its plan's options and refuses what its platform cannot do."""
+
+    memory_kib: int | None = None
+    mac_spoofing: bool = False
+    remove_hotplug: bool = False  # libvirt: also drop <maxMemory> and virtio-mem
+    install_hypervisor: bool = False  # Hyper-V: then enable the feature inside the guest
+    restart: bool = False  # ... and restart the VM afterwards
+    stop: bool = False
+    stop_timeout: int = 120
+
+
+def subject_for(
+    where: Endpoint,
+    vm: str,
+    request: ChangeRequest,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda _msg: None,
+    timeout: float | None = None,
+) -> Subject:
+    """The Subject of `vm` at `where`, from the platform registered for that endpoint."""
+    from nestvirt import registry
+
+    adapter = registry.adapter_for(where)
+    subject: Subject = adapter.subject(
+        where, vm, request, dry_run=dry_run, progress=progress, timeout=timeout
+    )
+    return subject
+
+
+def outcome_json(subject: Subject, outcome: Outcome) -> dict[str, Any]:
+    """The `nestvirt.plan/1` document of an outcome; a subject may say its commands its own way."""
+    own = getattr(subject, "plan_json", None)
+    return dict(own(outcome)) if own is not None else outcome.to_json()
 
 
 Show = Callable[[Outcome], None]
@@ -456,153 +493,19 @@ def history(
     return book.entries()
 
 
-# ----------------------------------------------------------------- libvirt
-
-
-class LibvirtSubject:
-    """A libvirt domain as a Subject. Opens the connection and finds the domain at once."""
-
-    def __init__(
-        self,
-        uri: str | None,
-        name: str,
-        options: PlanOptions | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> None:
-        from nestvirt.backends import libvirt as backend
-        from nestvirt.backends import libvirt_session as session
-        from nestvirt.plan_libvirt import PlanOptions
-
-        self.options = options or PlanOptions()
-        self.spelled = uri  # as the user wrote it (None: the default): for printed commands
-        self.timeout = session.DEFAULT_TIMEOUT if timeout is None else timeout
-        self.conn = session.open_connection(uri, timeout=self.timeout)
-        try:
-            self.dom = backend.lookup_domain(self.conn, name)
-            self.name = self.dom.name()
-            self.uri = str(self.conn.getURI())
-            # one lock and one journal per daemon + domain, whatever the URI's spelling
-            self.identity = session.daemon_identity(self.conn)
-            self.key = (self.identity, str(self.dom.UUIDString()))
-        except BaseException:
-            self.close()
-            raise
-
-    def legacy_keys(self) -> list[str]:
-        """The URI texts older nestvirt keyed this domain's journal by."""
-        from nestvirt.backends import libvirt_session as session
-
-        return session.legacy_uris(self.conn)
-
-    def undo_command(self) -> str:
-        from nestvirt.backends import libvirt_session as session
-
-        return session.undo_command(self.name, self.spelled)
-
-    def live_definition(self) -> str:
-        """The inactive XML now; over a new connection if this one was lost."""
-        from nestvirt.backends import libvirt as backend
-        from nestvirt.backends import libvirt_session as session
-
-        try:
-            return backend.inactive_xml(self.dom)
-        except Exception:
-            conn = session.open_connection(self.spelled, timeout=self.timeout)
-            self.close()
-            self.conn = conn
-            self.dom = conn.lookupByUUIDString(self.key[1])
-            return backend.inactive_xml(self.dom)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # closing a connection that already failed
-            self.conn.close()
-
-    def read(self) -> Snapshot:
-        from nestvirt import rules
-        from nestvirt.backends import libvirt as backend
-
-        facts = backend.vm_facts(self.conn, self.dom)
-        findings = rules.run(rules.Target.VM, rules.Platform.LIBVIRT, facts)
-        running = facts.state in RUNNING_STATES
-        return Snapshot(backend.inactive_xml(self.dom), facts, tuple(findings), running)
-
-    def plan(self, snap: Snapshot, action: str, undo: Entry | None) -> Plan:
-        from nestvirt import plan_libvirt as pl
-
-        if action == ENABLE:
-            return pl.build_plan(snap.facts, snap.findings, self.options)
-        if action == DISABLE:
-            return pl.build_disable_plan(snap.facts, snap.findings, self.options)
-        if action == UNDO and undo is not None:
-            what = f"{undo.action} at {undo.time} by {undo.user}"
-            base = Plan(vm=self.name, changes=(pl.restore_change(undo.before, undo.seq, what),))
-            return pl.plan_with_state(base, snap.facts, self.options)
-        raise UsageError(f"unknown action {action!r}")
-
-    def render(self, snap: Snapshot, plan: Plan) -> str:
-        from nestvirt import domxml
-        from nestvirt.plan_libvirt import edits_of
-
-        return domxml.render(snap.definition, edits_of(plan))
-
-    def diff(self, before: str, after: str) -> str:
-        from nestvirt import domxml
-
-        return domxml.unified_diff(before, after, self.name)
-
-    def stop(self, timeout: float, progress: Callable[[str], None]) -> None:
-        from nestvirt.backends import libvirt_write
-
-        libvirt_write.shutdown(self.dom, timeout, progress=progress)
-
-    def start(self) -> None:
-        from nestvirt.backends import libvirt_write
-
-        libvirt_write.start(self.dom)
-
-    def write(self, plan: Plan, definition: str) -> str:
-        from nestvirt.backends import libvirt as backend
-        from nestvirt.backends import libvirt_write
-        from nestvirt.plan_libvirt import DISCARD_MANAGED_SAVE
-
-        filters = [nf for c in plan.changes for nf in getattr(c, "nwfilters", ())]
-        if filters:  # a derived filter must exist before a definition references it
-            libvirt_write.define_nwfilters(self.conn, filters)
-        self.dom = libvirt_write.define(self.conn, definition)
-        if any(c.action == DISCARD_MANAGED_SAVE for c in plan.changes):
-            libvirt_write.managed_save_remove(self.dom)
-        return backend.inactive_xml(self.dom)
-
-    def restore(self, definition: str) -> str:
-        from nestvirt.backends import libvirt as backend
-        from nestvirt.backends import libvirt_write
-
-        self.dom = libvirt_write.define(self.conn, definition)
-        return backend.inactive_xml(self.dom)
-
-    def verify(self, plan: Plan, action: str) -> str | None:
-        from nestvirt import plan_libvirt as pl
-
-        snap = self.read()
-        fired = {f.code for f in snap.findings}
-        actions = {c.action for c in plan.changes}
-        if pl.EXPOSE in actions and "NV-V01" in fired:
-            return "libvirt did not keep the exposed vmx/svm (NV-V01 still fires)"
-        if pl.HIDE in actions and "NV-V01" not in fired:
-            return "vmx/svm are still exposed after disable"
-        if action == ENABLE:
-            again = pl.remaining_definition_changes(
-                pl.build_plan(snap.facts, snap.findings, self.options)
-            )
-            if again:
-                return "libvirt did not keep: " + "; ".join(c.summary for c in again)
-        return None
-
-
 def default_stop_timeout() -> float:
     value = os.environ.get("NESTVIRT_STOP_TIMEOUT")
     try:
         return float(value) if value else 120.0
     except ValueError:
         return 120.0
+
+
+def __getattr__(name: str) -> Any:
+    """`enable.LibvirtSubject`, which moved to nestvirt.platforms.libvirt (the Ansible
+    collection's older modules still ask here)."""
+    if name == "LibvirtSubject":
+        import importlib
+
+        return importlib.import_module("nestvirt.platforms.libvirt").LibvirtSubject
+    raise AttributeError(name)

@@ -24,7 +24,7 @@ from typing import Any
 
 from nestvirt import rules
 from nestvirt.errors import ConnectError, UsageError
-from nestvirt.model import HostReport, StatusReport, VmReport
+from nestvirt.model import HostReport, StatusReport
 from nestvirt.rules import Platform, Target
 
 DEFAULT_WORKERS = 8
@@ -93,21 +93,15 @@ class _LocalHost:
 
 def query(uri: str, *, timeout: float, local_host: Callable[[], HostReport]) -> StatusReport:
     """One URI's status (raises ConnectError; anything else is the host's garbage)."""
-    from nestvirt.backends import libvirt as backend
     from nestvirt.backends import libvirt_session as session
-    from nestvirt.status import remote_host_report
+    from nestvirt.platforms import libvirt
 
     conn = session.open_connection(uri, readonly=True, timeout=timeout)
     try:
-        host = remote_host_report(conn, uri) if backend.uri_host(uri) else local_host()
-        reports = []
-        for facts in backend.all_vm_facts(conn, backend.list_domains(conn)):
-            findings = rules.run(Target.VM, Platform.LIBVIRT, facts)
-            reports.append(VmReport(facts.name, "libvirt", facts.state, tuple(findings)))
+        return libvirt.report_of(conn, uri, [], local_host)
     finally:
         with contextlib.suppress(Exception):  # a connection the daemon dropped: an error
             conn.close()
-    return StatusReport(host, tuple(reports))
 
 
 def _ask(uri: str, timeout: float, local_host: Callable[[], HostReport]) -> HostOutcome:

@@ -4,7 +4,8 @@
     report.to_json()  ->  {"schema": "nestvirt.preflight/1", "vm", "operation", "safe", "findings"}
 
 The decision itself is `nestvirt.rules.operations.judge` (NV-O01…NV-O04); this
-module only gathers its inputs:
+module holds the report and the pure facts builders, and the endpoint's platform
+adapter (nestvirt.platforms.libvirt, .hyperv) gathers the inputs:
 
 - libvirt: the domain's facts through the backend (whether its CPU exposes
   vmx/svm is `rules.vm_libvirt.hidden_reasons`, the same test as NV-V01), the
@@ -16,25 +17,22 @@ module only gathers its inputs:
 - Hyper-V: the VM's facts from PowerShell (local or remote) or a snapshot file.
 
 Importing this module is cheap (standard library, the operation rules): the
-libvirt hook imports it. libvirt and the Hyper-V backend load on first use.
+libvirt hook imports it. The adapters, libvirt and the Hyper-V backend load on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from nestvirt import endpoint
+from nestvirt import endpoint, registry
 from nestvirt.facts.libvirt_vm import LibvirtVmFacts
 from nestvirt.model import Finding, Severity, Unknown
-from nestvirt.rules import Platform
 from nestvirt.rules.operations import (
     Operation,
     OperationFacts,
-    judge_facts,
     normalize_vendor,
     parse_operation,
 )
@@ -218,65 +216,11 @@ def preflight(
     `timeout`: how long libvirtd may stay silent (libvirt_session.open_connection)."""
     op = parse_operation(operation) if isinstance(operation, str) else operation
     where = endpoint.parse(connect, hyperv, snapshot)
-    if isinstance(where, endpoint.Libvirt):
-        return _libvirt(vm, op, where.uri, assume=no_nested_guests, timeout=timeout)
-    if isinstance(where, endpoint.HyperV):
-        return _hyperv(vm, op, hyperv=where.host or "", snapshot=None, assume=no_nested_guests)
-    return _hyperv(vm, op, hyperv=None, snapshot=where.path, assume=no_nested_guests)
-
-
-def _libvirt(
-    vm: str, op: Operation, uri: str | None, *, assume: bool, timeout: float | None
-) -> PreflightReport:
-    from nestvirt.backends import libvirt as backend
-    from nestvirt.backends import libvirt_session as session
-
-    conn = session.open_connection(
-        uri, readonly=True, timeout=session.DEFAULT_TIMEOUT if timeout is None else timeout
+    adapter = registry.adapter_for(where)  # the endpoint's platform gathers and judges
+    report: PreflightReport = adapter.preflight(
+        where, vm, op, assume_no_nested_guests=no_nested_guests, timeout=timeout
     )
-    try:
-        dom = backend.lookup_domain(conn, vm)
-        facts = backend.vm_facts(conn, dom)
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-    notes: list[str] = []
-    if is_local_uri(facts.uri):
-        cap = nested_state_capability()
-        host = "this host"
-    else:
-        host = backend.uri_host(facts.uri) or facts.uri
-        cap = Unknown(
-            f"{facts.uri} is another host and nestvirt reads the capability through this "
-            f"machine's /dev/kvm; run `nestvirt preflight` on {host}"
-        )
-    if isinstance(cap, Unknown):
-        notes.append(f"KVM_CAP_NESTED_STATE unknown: {cap.reason}")
-    of = libvirt_operation_facts(
-        facts, op, nested_state_cap=cap, assume_no_nested_guests=assume, host=host
-    )
-    return PreflightReport(
-        facts.name, op, "libvirt", tuple(judge_facts(of, Platform.LIBVIRT)), tuple(notes)
-    )
-
-
-def _hyperv(
-    vm: str, op: Operation, *, hyperv: str | None, snapshot: str | None, assume: bool
-) -> PreflightReport:
-    from nestvirt.backends import hyperv as hv
-
-    transport = hv.open_transport(host=hyperv or None, snapshot=snapshot)
-    try:
-        snap = hv.read_facts(transport, [vm])
-    finally:
-        transport.close()  # a remote session must not outlive the question
-    facts = hv.select_one(snap, vm)
-    maker = snap.host.cpu_manufacturer
-    vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
-    of = hyperv_operation_facts(
-        facts, op, host_vendor=vendor, assume_no_nested_guests=assume, host_build=snap.host.build
-    )
-    return PreflightReport(facts.name, op, "hyperv", tuple(judge_facts(of, Platform.HYPERV)))
+    return report
 
 
 __all__ = [

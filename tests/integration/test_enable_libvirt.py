@@ -21,6 +21,7 @@ from nestvirt.backends import libvirt as backend
 from nestvirt.cli import main
 from nestvirt.errors import CannotFix, PermissionRequired
 from nestvirt.journal import Journal
+from nestvirt.platforms.libvirt import LibvirtSubject
 
 pytestmark = pytest.mark.libvirt
 
@@ -153,7 +154,7 @@ def test_unfixable_kvm_domain_exit_1(define: Callable[..., Any], qemu_conn: Any,
 def test_read_only_connection_changes_nothing(define: Callable[..., Any]) -> None:
     dom = define("enable-ro", type="qemu", cpu=INTEL_MODEL)
     before = inactive(dom)
-    subject = enable.LibvirtSubject("qemu:///system", dom.name())
+    subject = LibvirtSubject("qemu:///system", dom.name())
     subject.conn = backend.open_connection("qemu:///system", readonly=True)
     subject.dom = backend.lookup_domain(subject.conn, dom.name())
     with pytest.raises(PermissionRequired, match="cannot define"):
@@ -165,7 +166,7 @@ def test_read_only_connection_changes_nothing(define: Callable[..., Any]) -> Non
     assert Journal(*subject.key).last_undoable() is None
 
 
-class DroppingSubject(enable.LibvirtSubject):
+class DroppingSubject(LibvirtSubject):
     """Simulates libvirt silently dropping the change: defines the old XML again."""
 
     def write(self, plan: Any, definition: str) -> str:

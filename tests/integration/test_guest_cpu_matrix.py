@@ -242,7 +242,7 @@ def test_status_over_200_domains_starts_qemu_once_per_emulator_and_accel(
         for expected_starts in (None, 0):
             backend.oracle.cache_clear()
             started = time.perf_counter()
-            report = status_mod.libvirt_status(names, connect=None, host_only=False)
+            report = status_mod.status(names)
             timings.append(time.perf_counter() - started)
             oracle = backend.oracle()
             assert len(report.vms) == 200

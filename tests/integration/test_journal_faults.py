@@ -30,6 +30,7 @@ import pytest
 from nestvirt import enable
 from nestvirt.backends.libvirt_session import daemon_identity
 from nestvirt.journal import DONE, FAILED, PENDING, Journal
+from nestvirt.platforms.libvirt import LibvirtSubject
 
 from .conftest import domain_xml
 from .libvirt_proxy import DEFINE_PROCS, Proxy
@@ -143,7 +144,7 @@ def _fault_loop(conn: Any, dom: Any, root: Path, runs: int, rng: random.Random,
         # the next command settles the journal: `history`, in-process (same code, no
         # interpreter start-up)
         said: list[str] = []
-        subject = enable.LibvirtSubject("qemu:///system", name)
+        subject = LibvirtSubject("qemu:///system", name)
         try:
             enable.history(subject, progress=said.append)
         finally:

@@ -176,9 +176,9 @@ def test_status_without_connect_reports_host_when_libvirt_does_not_answer(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No --connect and no daemon: one line on stderr, the host still reported."""
-    from nestvirt import status
+    from nestvirt import endpoint
 
-    monkeypatch.setattr(status, "LOCAL_URI", "qemu:///system?socket=/nonexistent/libvirt-sock")
+    monkeypatch.setattr(endpoint, "DEFAULT_URI", "qemu:///system?socket=/nonexistent/libvirt-sock")
     code = main(["status", "--json"])
     captured = capsys.readouterr()
     document = json.loads(captured.out)

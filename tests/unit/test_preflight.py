@@ -12,7 +12,8 @@ from nestvirt import preflight as pf
 from nestvirt.cli import main
 from nestvirt.errors import UsageError
 from nestvirt.model import Severity, Unknown
-from nestvirt.rules.operations import Operation, parse_operation
+from nestvirt.rules import Platform
+from nestvirt.rules.operations import Operation, judge_facts, parse_operation
 from tests.unit.rules.factories import domain
 
 TCG_SVM = dict(
@@ -119,11 +120,11 @@ def test_parse_operation() -> None:
 
 
 def test_report_json_is_the_contract() -> None:
-    finding = pf.judge_facts(
+    finding = judge_facts(
         pf.libvirt_operation_facts(
             domain(**TCG_SVM, state="running"), Operation.SAVE, nested_state_cap=0
         ),
-        pf.Platform.LIBVIRT,
+        Platform.LIBVIRT,
     )
     report = pf.PreflightReport("vm1", Operation.SAVE, "libvirt", tuple(finding))
     doc = report.to_json()

@@ -69,38 +69,11 @@ _hyperv_options = options.combine(
 )
 
 
-def _hyperv_args(
-    hyperv: str | None, snapshot: str | None, user: str | None, connect: str | None
-) -> dict[str, Any] | None:
-    """The HyperVSubject arguments, or None for libvirt; UsageError for mixed options."""
+def _where(connect: str | None, hyperv: str | None, snapshot: str | None, user: str | None) -> Any:
+    """The endpoint the options name (UsageError for mixed options)."""
     from nestvirt import endpoint
 
-    where = endpoint.parse_subject(connect, hyperv, snapshot, user)
-    if not isinstance(where, endpoint.HyperV):
-        return None
-    return {"host": where.host, "snapshot": where.snapshot, "user": where.user}
-
-
-def _subject(
-    vm: str,
-    connect: str | None,
-    hyperv_args: dict[str, Any] | None,
-    *,
-    options: Any = None,
-    dry_run: bool = False,
-    progress: Callable[[str], None] = lambda _text: None,
-    timeout: float | None = None,
-) -> Any:
-    """The subject of the flow; `options` are PlanOptions for libvirt, else HyperVOptions."""
-    from nestvirt import enable
-
-    if hyperv_args is None:
-        return enable.LibvirtSubject(connect, vm, options, timeout=timeout)
-    from nestvirt.enable_hyperv import READ_ONLY, HyperVSubject
-
-    if hyperv_args["snapshot"] is not None and not dry_run:
-        raise UsageError(READ_ONLY)
-    return HyperVSubject(vm, **hyperv_args, options=options, dry_run=dry_run, progress=progress)
+    return endpoint.parse_subject(connect, hyperv, snapshot, user)
 
 
 def _echo(as_json: bool) -> Callable[[str], None]:
@@ -164,9 +137,8 @@ def _confirm(yes: bool) -> Callable[[Any], bool]:
 def _run(
     action: str,
     vm: str,
-    connect: str | None,
-    hyperv_args: dict[str, Any] | None,
-    options: Any,
+    where: Any,
+    request: Any,
     *,
     yes: bool,
     dry_run: bool,
@@ -177,14 +149,15 @@ def _run(
     timeout: float | None = None,
     wait: float = 0.0,
 ) -> int:
-    """Run `action` on VM (libvirt, or Hyper-V with `hyperv_args`) and render the outcome."""
+    """Run `action` on VM at the endpoint `where` (its platform's subject) and render the
+    outcome; `request` is the enable.ChangeRequest."""
     from nestvirt import enable
 
     def progress(text: str) -> None:
         click.echo(f"nestvirt: {text}", err=True)
 
-    subject = _subject(
-        vm, connect, hyperv_args, options=options, dry_run=dry_run,
+    subject = enable.subject_for(
+        where, vm, request, dry_run=dry_run,
         progress=(lambda _text: None) if as_json else progress, timeout=timeout,
     )  # fmt: skip
     try:
@@ -203,14 +176,9 @@ def _run(
     if as_json:
         from nestvirt.render import print_json
 
-        if hyperv_args is None:
-            print_json(outcome.to_json())
-        else:
-            from nestvirt.enable_hyperv import plan_document
-
-            print_json(plan_document(outcome))
+        print_json(enable.outcome_json(subject, outcome))
     elif outcome.applied:
-        click.echo(_applied_line(outcome, subject, vm, connect, hyperv_args))
+        click.echo(_applied_line(outcome, subject))
     elif dry_run and not outcome.plan.empty:
         click.echo("dry run: nothing changed")
     if dry_run and outcome.refused:
@@ -226,15 +194,13 @@ def _run(
     return int(ExitCode.USAGE if failures else ExitCode.READY)
 
 
-def _applied_line(
-    outcome: Any, subject: Any, vm: str, connect: str | None, hyperv_args: dict[str, Any] | None
-) -> str:
+def _applied_line(outcome: Any, subject: Any) -> str:
     """`applied (journal entry #N)` and the command that reverts it; after an undo, what a
     further undo would revert (undo is a stack, not a redo)."""
-    from nestvirt.backends.libvirt_session import undo_command
+    from nestvirt.enable import undo_command
 
-    hint = undo_command(vm, connect) if hyperv_args is None else _undo_hint(vm, hyperv_args)
-    previous = "definition" if hyperv_args is None else "settings"
+    hint = undo_command(subject)
+    previous = getattr(subject, "noun", "definition")
     done = f"{outcome.vm}: applied (journal entry #{outcome.journal_seq})"
     if outcome.action != "undo":
         return f"{done}; `{hint}` puts the previous {previous} back"
@@ -257,14 +223,6 @@ def _check_memory(memory_kib: int, text: str, force: bool) -> None:
         f"--memory {text} is {side}: not a size a VM running nested guests works with "
         "(a typo?); add --force if you mean it"
     )
-
-
-def _undo_hint(vm: str, hyperv_args: dict[str, Any]) -> str:
-    import shlex
-
-    host = hyperv_args["host"]
-    where = f"--hyperv {shlex.quote(host)}" if host else "--hyperv"
-    return f"nestvirt undo {shlex.quote(vm)} {where}"
 
 
 @click.command()
@@ -318,54 +276,33 @@ def command(
     --snapshot with --dry-run): the Enable-NestedVm cmdlets, one by one. Either
     way `nestvirt undo VM` restores what was there before.
     """
-    from nestvirt.plan_libvirt import PlanOptions, parse_size
+    from nestvirt.enable import ChangeRequest
+    from nestvirt.plan_libvirt import parse_size
 
-    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
+    where = _where(connect, hyperv, snapshot, user)
     memory_kib = parse_size(memory) if memory is not None else None
     if memory_kib is not None and memory is not None:
         _check_memory(memory_kib, memory, force)
-    settings: Any  # PlanOptions or HyperVOptions
-    if hyperv_args is not None:
-        from nestvirt.enable_hyperv import HyperVOptions
-
-        if remove_hotplug:
-            raise UsageError("--remove-hotplug is for libvirt domains, not Hyper-V")
-        if restart and not install_hypervisor:
-            raise UsageError("--restart restarts the VM after --install-hypervisor: add that too")
-        settings = HyperVOptions(
-            stop=stop,
-            mac_spoofing=mac_spoofing,
-            memory_bytes=memory_kib * 1024 if memory_kib is not None else None,
-            install_hypervisor=install_hypervisor,
-            restart=restart,
-        )
-    else:
-        if install_hypervisor or restart:
-            raise UsageError(
-                "--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]"
-            )
-        settings = PlanOptions(
-            memory_kib=memory_kib,
-            mac_spoofing=mac_spoofing,
-            remove_hotplug=remove_hotplug,
-            stop=stop,
-            stop_timeout=stop_timeout,
-        )
+    request = ChangeRequest(
+        memory_kib=memory_kib,
+        mac_spoofing=mac_spoofing,
+        remove_hotplug=remove_hotplug,
+        install_hypervisor=install_hypervisor,
+        restart=restart,
+        stop=stop,
+        stop_timeout=stop_timeout,
+    )
     return _run(
-        "enable", vm, connect, hyperv_args, settings, yes=yes, dry_run=dry_run, stop=stop,
+        "enable", vm, where, request, yes=yes, dry_run=dry_run, stop=stop,
         stop_timeout=stop_timeout, as_json=as_json, timeout=timeout, wait=wait,
     )  # fmt: skip
 
 
-def _stop_options(hyperv_args: dict[str, Any] | None, stop: bool, stop_timeout: int) -> Any:
-    """The options of disable and undo: only --stop (and --stop-timeout for libvirt)."""
-    if hyperv_args is not None:
-        from nestvirt.enable_hyperv import HyperVOptions
+def _stop_request(stop: bool, stop_timeout: int) -> Any:
+    """The request of disable and undo: only --stop and --stop-timeout."""
+    from nestvirt.enable import ChangeRequest
 
-        return HyperVOptions(stop=stop)
-    from nestvirt.plan_libvirt import PlanOptions
-
-    return PlanOptions(stop=stop, stop_timeout=stop_timeout)
+    return ChangeRequest(stop=stop, stop_timeout=stop_timeout)
 
 
 @click.command("disable")
@@ -387,9 +324,8 @@ def disable_command(
     as_json: bool,
 ) -> int:
     """Hide vmx/svm from VM again (and change nothing else)."""
-    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
     return _run(
-        "disable", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
+        "disable", vm, _where(connect, hyperv, snapshot, user), _stop_request(stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
         timeout=timeout, wait=wait,
     )  # fmt: skip
@@ -421,9 +357,8 @@ def undo_command(
     as_json: bool,
 ) -> int:
     """Restore VM's exact definition from before nestvirt's last change (see `history`)."""
-    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
     return _run(
-        "undo", vm, connect, hyperv_args, _stop_options(hyperv_args, stop, stop_timeout),
+        "undo", vm, _where(connect, hyperv, snapshot, user), _stop_request(stop, stop_timeout),
         yes=yes, dry_run=dry_run, stop=stop, stop_timeout=stop_timeout, as_json=as_json,
         force=force, timeout=timeout, wait=wait,
     )  # fmt: skip
@@ -450,10 +385,11 @@ def history_command(
     def progress(text: str) -> None:
         click.echo(f"nestvirt: {text}", err=True)
 
-    hyperv_args = _hyperv_args(hyperv, snapshot, user, connect)
     from nestvirt.journal import Journal
 
-    subject = _subject(vm, connect, hyperv_args, dry_run=True, timeout=timeout)  # reads only
+    where = _where(connect, hyperv, snapshot, user)
+    request = enable.ChangeRequest()
+    subject = enable.subject_for(where, vm, request, dry_run=True, timeout=timeout)  # reads only
     try:
         book = Journal(*subject.key)
         entries = enable.history(subject, journal=book, progress=progress)

@@ -51,7 +51,7 @@ class Rule:
     name: str
     severity: Severity
     target: Target
-    platform: Platform
+    platform: str  # a Platform, or a registered platform's name (nestvirt.registry)
     check: Check
     doc: str
 
@@ -75,17 +75,14 @@ CODE_PATTERN = re.compile(r"^NV-[HVOGC]\d{2}$")  # G: seen from inside a guest; 
 # Renamed codes point to their successor; a code is never reused.
 RETIRED: dict[str, str] = {}
 
-# Modules that register rules, and the platforms they judge. `load(platform)` imports
-# them on first use, only those of that platform (`status --host-only` loads the Linux
-# host rules alone); a new platform adds its rule modules here (docs/rules.md).
-RULE_MODULES: dict[str, frozenset[Platform]] = {
+# Modules that register rules shared by platforms, and the platforms they judge. A
+# platform's own rule modules are named by its line in nestvirt.registry. `load(platform)`
+# imports them on first use, only those of that platform (`status --host-only` loads the
+# Linux host rules alone; docs/rules.md).
+RULE_MODULES: dict[str, frozenset[str]] = {
     "nestvirt.rules.host_linux": frozenset({Platform.LINUX}),
-    "nestvirt.rules.vm_libvirt": frozenset({Platform.LIBVIRT}),
-    "nestvirt.rules.host_windows": frozenset({Platform.WINDOWS}),
-    "nestvirt.rules.vm_hyperv": frozenset({Platform.HYPERV}),
     "nestvirt.rules.operations": frozenset({Platform.LIBVIRT, Platform.HYPERV}),
     "nestvirt.rules.guest": frozenset({Platform.LINUX}),
-    "nestvirt.rules.vm_libvirt_accel": frozenset({Platform.LIBVIRT}),
     "nestvirt.rules.container": frozenset({Platform.LINUX}),
     "nestvirt.rules.fleet": frozenset({Platform.LIBVIRT}),
 }
@@ -95,7 +92,7 @@ _loaded: set[str] = set()  # the modules of RULE_MODULES imported so far
 
 
 def rule(
-    code: str, name: str, severity: Severity, *, target: Target, platform: Platform
+    code: str, name: str, severity: Severity, *, target: Target, platform: str
 ) -> Callable[[Check], Check]:
     """Register a rule; the registry refuses malformed codes, clashes and missing docs."""
 
@@ -125,7 +122,7 @@ def rule(
 
 
 def rules_of(
-    target: Target, platform: Platform
+    target: Target, platform: str
 ) -> Callable[[str, str, Severity], Callable[[Check], Check]]:
     """`@rule` with target and platform fixed: one per rule module."""
 
@@ -135,12 +132,21 @@ def rules_of(
     return decorator
 
 
-def load(platform: Platform | None = None) -> None:
+def modules(platform: str | None = None) -> dict[str, frozenset[str]]:
+    """Rule module → the platforms it judges: the shared ones and each registered
+    platform's (nestvirt.registry), of `platform` only unless None."""
+    from nestvirt import registry
+
+    return {**RULE_MODULES, **registry.rule_modules(platform)}
+
+
+def load(platform: str | None = None) -> None:
     """Import the rule modules of `platform` (every module: None or ANY)."""
-    for module, platforms in RULE_MODULES.items():
+    wanted = None if platform in (None, Platform.ANY) else platform
+    for module, platforms in modules(wanted).items():
         if module in _loaded:
             continue
-        if platform in (None, Platform.ANY) or platform in platforms or Platform.ANY in platforms:
+        if wanted is None or wanted in platforms or Platform.ANY in platforms:
             importlib.import_module(module)
             _loaded.add(module)
 
@@ -154,7 +160,7 @@ def all_rules() -> list[Rule]:
     return _sorted(r for rs in _REGISTRY.values() for r in rs)
 
 
-def rules_for(target: Target, platform: Platform) -> list[Rule]:
+def rules_for(target: Target, platform: str) -> list[Rule]:
     load(platform)
     return _sorted(
         r
@@ -164,7 +170,7 @@ def rules_for(target: Target, platform: Platform) -> list[Rule]:
     )
 
 
-def run(target: Target, platform: Platform, *facts: Any) -> list[Finding]:
+def run(target: Target, platform: str, *facts: Any) -> list[Finding]:
     """Every rule for this target and platform over the facts, in code order."""
     return [f for r in rules_for(target, platform) for f in r.findings(*facts)]
 
@@ -183,7 +189,7 @@ def lookup(code: str) -> list[Rule]:
     return list(_REGISTRY[wanted])
 
 
-def findings_from(code: str, platform: Platform, hits: Iterable[Hit]) -> list[Finding]:
+def findings_from(code: str, platform: str, hits: Iterable[Hit]) -> list[Finding]:
     """Findings of rule `code` for hits computed outside a rule run (probe, lab)."""
     load(platform)
     (meta,) = [

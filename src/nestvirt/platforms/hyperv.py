@@ -1,0 +1,119 @@
+"""The Hyper-V platform: status, preflight and the enable flow's subject for a Hyper-V VM
+(registered in nestvirt.registry; the adapter contract is nestvirt.platforms).
+
+Reached with `--hyperv [HOST]` (local PowerShell or PowerShell Remoting) or a collected
+`nestvirt.hyperv-snapshot/1` given as `--snapshot FILE` (read only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nestvirt import enable, endpoint
+from nestvirt.enable_hyperv import READ_ONLY, HyperVOptions, HyperVSubject, plan_document
+from nestvirt.errors import UsageError
+from nestvirt.model import StatusReport, Unknown
+from nestvirt.preflight import PreflightReport, hyperv_operation_facts
+from nestvirt.rules import Platform
+from nestvirt.rules.operations import Operation, judge_facts, normalize_vendor
+
+NAME = "hyperv"
+
+
+def _source(where: endpoint.Endpoint) -> tuple[str | None, str | None, str | None]:
+    """(host, snapshot file, user) of a Hyper-V endpoint."""
+    if isinstance(where, endpoint.Snapshot):
+        return None, where.path, None
+    assert isinstance(where, endpoint.HyperV)
+    return where.host, where.snapshot, where.user
+
+
+def claims_snapshot(path: str) -> bool:
+    """Every snapshot no other platform claimed: the Hyper-V reader says what is wrong."""
+    return True
+
+
+def status(
+    where: endpoint.Endpoint, vm_names: list[str], *, host_only: bool, timeout: float | None
+) -> StatusReport:
+    from nestvirt.backends import hyperv as hv
+
+    host, snapshot, user = _source(where)
+    report = hv.status_report(host=host, snapshot=snapshot, vm_names=vm_names, user=user)
+    return StatusReport(report.host) if host_only else report
+
+
+def preflight(
+    where: endpoint.Endpoint,
+    vm: str,
+    op: Operation,
+    *,
+    assume_no_nested_guests: bool,
+    timeout: float | None,
+) -> PreflightReport:
+    from nestvirt.backends import hyperv as hv
+
+    host, snapshot, user = _source(where)
+    transport = hv.open_transport(host=host, snapshot=snapshot, user=user)
+    try:
+        snap = hv.read_facts(transport, [vm])
+    finally:
+        transport.close()  # a remote session must not outlive the question
+    facts = hv.select_one(snap, vm)
+    maker = snap.host.cpu_manufacturer
+    vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
+    of = hyperv_operation_facts(
+        facts, op, host_vendor=vendor, assume_no_nested_guests=assume_no_nested_guests,
+        host_build=snap.host.build,
+    )  # fmt: skip
+    return PreflightReport(facts.name, op, NAME, tuple(judge_facts(of, Platform.HYPERV)))
+
+
+class Subject(HyperVSubject):
+    """HyperVSubject as the flow prints it: pasteable PowerShell in `--json`."""
+
+    noun = "settings"  # what `undo` puts back
+
+    def undo_command(self) -> str:
+        """`nestvirt undo VM --hyperv [HOST]` as a shell reads it: `--hyperv` takes the next
+        word as HOST, so VM goes first (a VM named like an option: `--hyperv HOST -- VM`)."""
+        from nestvirt import commands
+
+        host = commands.quote(self._host) if self._host else "''"
+        if self.name.startswith("-"):
+            return commands.nestvirt("undo", self.name, "--hyperv", host)
+        where = f"--hyperv {host}" if self._host else "--hyperv"
+        return f"nestvirt undo {commands.quote(self.name)} {where}"
+
+    def plan_json(self, outcome: enable.Outcome) -> dict[str, Any]:
+        return plan_document(outcome)
+
+
+def subject(
+    where: endpoint.Endpoint,
+    vm: str,
+    request: enable.ChangeRequest,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda _msg: None,
+    timeout: float | None = None,
+) -> Subject:
+    if request.remove_hotplug:
+        raise UsageError("--remove-hotplug is for libvirt domains, not Hyper-V")
+    if request.restart and not request.install_hypervisor:
+        raise UsageError("--restart restarts the VM after --install-hypervisor: add that too")
+    host, snapshot, user = _source(where)
+    if snapshot is not None and not dry_run:
+        raise UsageError(READ_ONLY)
+    options = HyperVOptions(
+        stop=request.stop,
+        mac_spoofing=request.mac_spoofing,
+        memory_bytes=request.memory_kib * 1024 if request.memory_kib is not None else None,
+        install_hypervisor=request.install_hypervisor,
+        restart=request.restart,
+    )
+    return Subject(
+        vm, host=host, snapshot=snapshot, user=user, options=options, dry_run=dry_run,
+        progress=progress,
+    )  # fmt: skip
