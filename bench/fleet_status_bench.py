@@ -101,10 +101,16 @@ def median_time(call, runs: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def run_status(argv: list[str]) -> int:
-    """Run one status process; its peak RSS in KiB (from wait4)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
+    """Run one status process; its peak RSS in KiB (from wait4). A run that fails (exit
+    code other than 0 ready / 1 not ready) stops the bench: its time would mean nothing."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    errors = proc.stderr.read()  # a few lines at most; read before wait4 reaps the process
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {errors.decode()[-2000:]}")
     return int(usage.ru_maxrss)
 
 
