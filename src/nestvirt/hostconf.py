@@ -134,6 +134,8 @@ class HostOutcome:
     action: str = enable.ENABLE
     journal_seq: int | None = None
     diff: str = ""
+    refused: str = ""  # undo --dry-run of a host changed since: why undo needs --force
+    discarded: str = ""  # ... and what --force would discard (a diff)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -146,6 +148,7 @@ class HostOutcome:
             "messages": list(self.messages),
             "journal_seq": self.journal_seq,
             "diff": self.diff,
+            "refused": self.refused or None,
         }
 
 
@@ -720,7 +723,8 @@ def host_flow(
 
     outcome = enable.run(subject, action, options, show=show, confirm=ask, progress=progress)
     result = HostOutcome(outcome.plan, outcome.applied, list(outcome.messages), action,
-                         outcome.journal_seq, outcome.diff)  # fmt: skip
+                         outcome.journal_seq, outcome.diff, outcome.refused,
+                         outcome.discarded)  # fmt: skip
     if outcome.applied:
         result.messages[:0] = subject.verified
     return result

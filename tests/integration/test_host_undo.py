@@ -205,7 +205,10 @@ def test_undo_refuses_a_host_changed_since_unless_forced(
     assert "was changed after nestvirt's change #1" in err and "--force" in err
     assert stat.S_IMODE((root / "dev/kvm").stat().st_mode) == 0o666
     assert main(["host", "undo", "--dry-run"]) == 0
-    assert "-group kvm (gid" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "-group kvm (gid" in shown.out and "nestvirt: without --force: " in shown.err
+    assert "--force would discard these changes made outside nestvirt:" in shown.out
+    assert "mode 0666" in shown.out.split("--force would discard")[1]
     assert main(["host", "undo", "--yes", "--force"]) == 0
     assert tree(root) == before
 

@@ -117,6 +117,11 @@ def _run(
         confirm=_confirm(yes, as_json),
         progress=progress,
     )
+    if dry_run and outcome.refused:
+        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
+        if outcome.discarded and not as_json:
+            click.echo("--force would discard these changes made outside nestvirt:")
+            click.echo(outcome.discarded, nl=False)
     if as_json:
         from nestvirt.render import print_json
 

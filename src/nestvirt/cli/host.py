@@ -83,6 +83,11 @@ def _run(action: str, *, yes: bool, dry_run: bool, as_json: bool, force: bool, w
         confirm=confirm_with(yes, "this host"),
         progress=_progress,
     )
+    if dry_run and outcome.refused:
+        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
+        if outcome.discarded and not as_json:
+            click.echo("--force would discard these changes made outside nestvirt:")
+            click.echo(outcome.discarded, nl=False)
     if as_json:
         from nestvirt.render import print_json
 

@@ -505,6 +505,8 @@ class GuardOutcome:
     journal_seq: int | None = None
     diff: str = ""
     messages: list[str] = field(default_factory=list)
+    refused: str = ""  # undo --dry-run of a hook changed since: why undo needs --force
+    discarded: str = ""  # ... and what --force would discard (a diff)
 
     @property
     def install(self) -> Plan | None:
@@ -523,6 +525,7 @@ class GuardOutcome:
             "journal_seq": self.journal_seq,
             "diff": self.diff,
             "messages": list(self.messages),
+            "refused": self.refused or None,
         }
 
 
@@ -545,7 +548,8 @@ def run(
         progress=progress,
     )  # fmt: skip
     return GuardOutcome(action, subject.path, outcome.plan, outcome.applied,
-                        outcome.journal_seq, outcome.diff, list(outcome.messages))  # fmt: skip
+                        outcome.journal_seq, outcome.diff, list(outcome.messages),
+                        outcome.refused, outcome.discarded)  # fmt: skip
 
 
 def history(
