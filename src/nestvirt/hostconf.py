@@ -425,7 +425,12 @@ def decode(text: str) -> HostConfig:
     if not isinstance(doc, dict):
         raise NestvirtError("the host journal entry is not a host definition")
     if doc.get("schema") == DEFINITION_SCHEMA:
-        return HostConfig(dict(doc["files"]), dict(doc["directories"]), dict(doc["device"]))
+        try:
+            return HostConfig(dict(doc["files"]), dict(doc["directories"]), dict(doc["device"]))
+        except (KeyError, TypeError, ValueError):
+            raise NestvirtError(
+                f"the host journal entry is not a whole {DEFINITION_SCHEMA}"
+            ) from None
     if "schema" in doc:
         raise NestvirtError(f"the host journal entry is {doc['schema']!r}, not {DEFINITION_SCHEMA}")
     files: dict[str, dict[str, str] | None] = {}

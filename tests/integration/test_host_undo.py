@@ -357,3 +357,23 @@ def test_this_host_enable_and_undo_round_trip(
         os.chown(kvm, -1, KVM_GID)
         os.chmod(kvm, 0o660)
     assert {p: p.read_bytes() if p.exists() else None for p in others} == others
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["not json", '{"schema": "nestvirt.host-config/1"}', '{"schema": "nestvirt.host-config/9"}',
+     '{"/etc/passwd": "root::0:0::/:/bin/sh\\n"}'],
+)  # fmt: skip
+def test_an_entry_that_is_no_host_definition_is_refused_in_one_line(
+    root: Path, before: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_root(root)
+    live = hostconf.definition_of(hostconf.HostPaths.under(root))
+    book = journal(root)
+    book.finish(book.begin("enable", "host", before, after=live), live)
+    state = tree(root)
+    assert main(["host", "undo", "--yes", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "host definition" in err or "not restoring it" in err or "host-config/1" in err
+    assert tree(root) == state and not Path("/etc/passwd").read_text().startswith("root::0")

@@ -332,7 +332,10 @@ def _decode(text: str) -> tuple[dict[str, bool], dict[str, dict[str, str] | None
         doc = None
     if not isinstance(doc, dict) or doc.get("schema") != DEFINITION_SCHEMA:
         raise NestvirtError(f"the guard journal entry is not a {DEFINITION_SCHEMA} definition")
-    return dict(doc["directory"]), dict(doc["hook"])
+    try:
+        return dict(doc["directory"]), dict(doc["hook"])
+    except (KeyError, TypeError, ValueError):
+        raise NestvirtError(f"the guard journal entry is not a whole {DEFINITION_SCHEMA}") from None
 
 
 def _lines(record: dict[str, str] | None) -> list[str]:
