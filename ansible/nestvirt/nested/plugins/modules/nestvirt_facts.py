@@ -15,21 +15,13 @@ description:
     C(nestvirt.status/1) document as the fact C(nestvirt), plus the finding codes.
   - Read-only; supports check mode.
 options:
-  uri:
-    description: libvirt URI of the daemon to ask.
-    type: str
-    default: qemu:///system
   vms:
     description: Only these domains (default every domain).
     type: list
     elements: str
     default: []
-  timeout:
-    description: Seconds libvirt may stay silent before the module fails.
-    type: float
-    default: 30
-requirements:
-  - nestvirt (and libvirt-python) in the Python interpreter Ansible uses on the node
+extends_documentation_fragment:
+  - nestvirt.nested.nestvirt
 author:
   - nestvirt contributors (@nestvirt)
 """
@@ -41,7 +33,9 @@ EXAMPLES = r"""
 
 - name: Fail when a VM cannot nest
   ansible.builtin.fail:
-    msg: "{{ ansible_facts.nestvirt.vms | selectattr('verdict', 'ne', 'ready') | map(attribute='name') }}"
+    msg: >-
+      {{ ansible_facts.nestvirt.vms | selectattr('verdict', 'ne', 'ready')
+         | map(attribute='name') }}
   when: "'NV-V01' in nestvirt_codes"
 """
 
@@ -67,32 +61,31 @@ vm_codes:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 (after the docs)
+from ansible_collections.nestvirt.nested.plugins.module_utils.nestvirt import (  # noqa: E402
+    LIBVIRT_ARGUMENT_SPEC,
+    jsonable,
+    nestvirt_errors,
+    require_nestvirt,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "uri": {"type": "str", "default": "qemu:///system"},
+            **LIBVIRT_ARGUMENT_SPEC,
             "vms": {"type": "list", "elements": "str", "default": []},
-            "timeout": {"type": "float", "default": 30.0},
         },
         supports_check_mode=True,
     )
-    try:
-        from nestvirt.errors import NestvirtError
-        from nestvirt.status import status
-    except ImportError as exc:
-        module.fail_json(msg=f"nestvirt is not installed for {module._name}'s Python: {exc}")
-        return
-    try:
+    require_nestvirt(module)
+    from nestvirt.status import status
+
+    with nestvirt_errors(module):
         report = status(
             module.params["vms"], connect=module.params["uri"], timeout=module.params["timeout"]
         )
-    except NestvirtError as exc:
-        module.fail_json(msg=str(exc))
-        return
-    document = report.to_json()
+    document = jsonable(report.to_json())
     vm_codes = {vm.name: sorted({f.code for f in vm.findings}) for vm in report.vms}
     codes = sorted(
         {f.code for f in report.host.findings} | {c for cs in vm_codes.values() for c in cs}

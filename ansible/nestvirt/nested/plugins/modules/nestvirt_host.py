@@ -44,7 +44,12 @@ messages:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 (after the docs)
+from ansible_collections.nestvirt.nested.plugins.module_utils.nestvirt import (  # noqa: E402
+    jsonable,
+    nestvirt_errors,
+    require_nestvirt,
+)
 
 
 def _diff(plan: object) -> dict[str, str]:
@@ -67,26 +72,20 @@ def _diff(plan: object) -> dict[str, str]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    try:
-        from nestvirt import hostconf
-        from nestvirt.errors import NestvirtError
-    except ImportError as exc:
-        module.fail_json(msg=f"nestvirt is not installed for this Python: {exc}")
-        return
+    require_nestvirt(module)
+    from nestvirt import hostconf
+
     shown: list[object] = []
-    try:
+    with nestvirt_errors(module):
         outcome = hostconf.host_enable(
             dry_run=module.check_mode,
             confirm=lambda _plan: True,
             show=shown.append,
         )
-    except NestvirtError as exc:
-        module.fail_json(msg=str(exc))
-        return
     changed = (not outcome.plan.empty) if module.check_mode else outcome.applied
     result = {
         "changed": changed,
-        "plan": outcome.to_json(),
+        "plan": jsonable(outcome.to_json()),
         "messages": [*outcome.messages, *outcome.plan.notes],
     }
     if changed and module._diff and shown:
