@@ -1,8 +1,14 @@
 """Operation rules NV-O01…NV-O04 (docs/rules.md): is this operation safe for this VM now?
 
-Pure functions of `OperationFacts`; `judge()` runs the ones for a platform. The
-preflight command (`nestvirt.preflight`) and the libvirt hook (`nestvirt.guard`)
-both call `judge()`, so they cannot disagree.
+Pure functions of `OperationFacts`, one per code and platform: the libvirt rules
+(`Platform.LIBVIRT`: KVM or TCG domains) and the Hyper-V rules
+(`Platform.HYPERV`) are registered in the one registry (`rules.rules_of`) under
+the same codes and names, and share the pure helpers below; `judge()` runs the
+ones for a platform. The preflight command (`nestvirt.preflight`) and the
+libvirt hook (`nestvirt.guard`) both call `judge()`, so they cannot disagree.
+A Hyper-V rule's fix is a nestvirt command (`nestvirt enable VM --hyperv HOST
+…`, quoted by nestvirt.commands); the cmdlets it runs are the plan's
+(nestvirt.plan_hyperv).
 
 Standard library only, and cheap to import: the libvirt hook imports this.
 
@@ -50,9 +56,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from nestvirt.commands import virsh
+from nestvirt.commands import nestvirt, quote, virsh
 from nestvirt.model import Finding, Severity, Unknown
-from nestvirt.rules import Check, Hit, Platform, Rule, Target, rule
+from nestvirt.rules import Check, Hit, Platform, Rule, Target, rules_of
 from nestvirt.rules.hyperv_table import LIFTED_BUILD, LIFTED_VERSION, preview_limits, versioned
 from nestvirt.vocabulary import vendor_key
 
@@ -88,10 +94,12 @@ class OperationFacts:
     state: str = "running"
     assume_no_nested_guests: bool = False
     # libvirt / KVM
-    accel: str = "kvm"  # "kvm"; "tcg" for <domain type='qemu'>; "hyperv"
+    # "kvm"; "tcg" for <domain type='qemu'>; "hyperv" (kept for callers: the platform
+    # passed to judge_facts decides which rules run, not this field)
+    accel: str = "kvm"
     nested_state_cap: int | Unknown = NOT_READ  # KVM_CAP_NESTED_STATE of the host
     host_vendor: str | Unknown = NOT_READ  # "intel" | "amd" | "hygon" | other
-    host: str = "this host"  # whose capability and vendor these are
+    host: str = "this host"  # whose capability and vendor these are (Hyper-V: the host name)
     # Hyper-V
     config_version: tuple[int, ...] | Unknown | None = None
     host_build: int | Unknown | None = None  # the Hyper-V host's Windows build
@@ -115,43 +123,45 @@ def parse_operation(text: str) -> Operation:
 
 
 # ---------------------------------------------------------------------------
-# Registration: the registry documents and lists the rules; `judge` runs this
-# module's own rules so the libvirt hook does not import every rule module.
+# Registration: every rule is registered in the one registry (rules_of) for its
+# platform; `judge` runs this module's own rules so the libvirt hook does not
+# import every rule module.
 
 _RULES: list[Rule] = []
-
-
-def op_rule(code: str, name: str, operations: tuple[Operation, ...]) -> Callable[[Check], Check]:
-    """Register one check for libvirt and Hyper-V VMs (same code and name on both)."""
-
-    def register(check: Check) -> Check:
-        for platform in (Platform.LIBVIRT, Platform.HYPERV):
-            rule(code, name, Severity.ERROR, target=Target.OPERATION, platform=platform)(check)
-            _RULES.append(
-                Rule(
-                    code,
-                    name,
-                    Severity.ERROR,
-                    Target.OPERATION,
-                    platform,
-                    check,
-                    check.__doc__ or "",
-                )
-            )
-        _OPERATIONS[code] = operations
-        return check
-
-    return register
-
-
 _OPERATIONS: dict[str, tuple[Operation, ...]] = {}
+
+OperationRule = Callable[[str, str, tuple[Operation, ...]], Callable[[Check], Check]]
+
+
+def operation_rules(platform: Platform) -> OperationRule:
+    """`@rules_of(Target.OPERATION, platform)` that also says which operations a code judges."""
+    register_in_registry = rules_of(Target.OPERATION, platform)
+
+    def decorator(
+        code: str, name: str, operations: tuple[Operation, ...]
+    ) -> Callable[[Check], Check]:
+        def register(check: Check) -> Check:
+            register_in_registry(code, name, Severity.ERROR)(check)
+            doc = check.__doc__ or ""
+            _RULES.append(Rule(code, name, Severity.ERROR, Target.OPERATION, platform, check, doc))
+            if _OPERATIONS.setdefault(code, operations) != operations:
+                raise ValueError(f"{code}: judges other operations on {platform}")
+            return check
+
+        return register
+
+    return decorator
+
+
+libvirt_rule = operation_rules(Platform.LIBVIRT)  # KVM and TCG domains
+hyperv_rule = operation_rules(Platform.HYPERV)
 
 
 def judge_facts(facts: OperationFacts, platform: Platform) -> list[Finding]:
     """Every operation rule for `platform` over `facts`, in code order."""
     found: list[Finding] = []
     for r in _RULES:
-        if r.platform is platform and facts.operation in _OPERATIONS[r.code]:
+        if r.platform == platform and facts.operation in _OPERATIONS[r.code]:
             found.extend(r.findings(facts))
     if isinstance(facts.exposes, Unknown):
         found = [
@@ -202,7 +212,7 @@ def is_safe(findings: list[Finding]) -> bool:
 
 
 # ---------------------------------------------------------------------------
-# Shared steps
+# Shared pure helpers (every platform)
 
 
 def _what(f: OperationFacts) -> str:
@@ -215,8 +225,8 @@ def _what(f: OperationFacts) -> str:
     }[f.operation]
 
 
-def _not_exposed_or_assumed(f: OperationFacts) -> Iterator[Hit]:
-    """Safe cases shared by every rule; yields one info hit when the rule has nothing to judge."""
+def _not_exposed(f: OperationFacts) -> Iterator[Hit]:
+    """A VM that does not expose vmx/svm: one info hit, nothing to judge."""
     if f.exposes is False:
         why = f" ({f.exposure})" if f.exposure else ""
         yield Hit(
@@ -224,10 +234,11 @@ def _not_exposed_or_assumed(f: OperationFacts) -> Iterator[Hit]:
             f"{f.operation} is not affected by nesting",
             severity=Severity.INFO,
         )
-        return
-    if f.assume_no_nested_guests and not (
-        f.accel == "hyperv" and f.operation is Operation.MEMORY_RESIZE
-    ):
+
+
+def _assumed(f: OperationFacts) -> Iterator[Hit]:
+    """--no-nested-guests: one info hit, nothing to judge (where nested guests are the risk)."""
+    if f.assume_no_nested_guests:
         yield Hit(
             f"{f.vm} exposes vmx/svm, but you asserted that no nested guests run in it: "
             f"{_what(f)} of a VM merely configured for nesting is expected to work",
@@ -248,17 +259,62 @@ def _inside(f: OperationFacts) -> str:
     )
 
 
-def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
-    """KVM/TCG: the vCPU state of an L1 running L2 guests must be carried across the operation."""
-    pre, what = _unknown_prefix(f), _what(f)
-    if f.accel == "tcg":
+def _offline_migration(f: OperationFacts) -> Iterator[Hit]:
+    if not f.running:
         yield Hit(
-            f"{pre}{_inside(f)}. Under TCG QEMU emulates svm itself, so the host's "
-            f"KVM_CAP_NESTED_STATE does not apply, and no QEMU or kernel source promises that "
-            f"a running nested guest survives {what}",
-            fix,
+            f"{f.vm} is {f.state}: an offline migration moves only its definition; there is "
+            "no vCPU state to carry",
+            severity=Severity.INFO,
         )
-        return
+
+
+def _nothing_to_save(f: OperationFacts) -> Iterator[Hit]:
+    if f.operation is Operation.SAVE and not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: there is nothing to save (only a running or paused VM can "
+            "be saved); safe, but meaningless",
+            severity=Severity.INFO,
+        )
+
+
+def _revert_while_off(f: OperationFacts) -> Iterator[Hit]:
+    if not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: reverting to a snapshot taken while it was off is safe; "
+            "one taken while it ran resumes saved vCPU state, with the limits of a restore "
+            "(`nestvirt preflight VM restore`)",
+            severity=Severity.WARNING,
+        )
+
+
+def _resize_while_off(f: OperationFacts) -> Iterator[Hit]:
+    if not f.running:
+        yield Hit(
+            f"{f.vm} is {f.state}: its memory is set in its definition and takes effect at "
+            "the next start",
+            severity=Severity.INFO,
+        )
+
+
+Step = Callable[[OperationFacts], Iterator[Hit]]
+
+
+def _first(f: OperationFacts, *steps: Step) -> Iterator[Hit]:
+    """The hits of the first step that has any: a rule's decision, case by case."""
+    for step in steps:
+        hits = list(step(f))
+        if hits:
+            yield from hits
+            return
+
+
+# ---------------------------------------------------------------------------
+# libvirt (KVM and TCG domains)
+
+
+def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
+    """KVM: the vCPU state of an L1 running L2 guests must be carried across the operation."""
+    pre, what = _unknown_prefix(f), _what(f)
     cap = f.nested_state_cap
     if isinstance(cap, Unknown):
         yield Hit(
@@ -299,6 +355,197 @@ def _kvm_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
     )
 
 
+def _tcg_nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
+    """TCG: QEMU emulates svm itself; no source promises the nested state survives."""
+    yield Hit(
+        f"{_unknown_prefix(f)}{_inside(f)}. Under TCG QEMU emulates svm itself, so the host's "
+        f"KVM_CAP_NESTED_STATE does not apply, and no QEMU or kernel source promises that "
+        f"a running nested guest survives {_what(f)}",
+        fix,
+    )
+
+
+# How a domain's accelerator carries nested vCPU state (libvirt's <domain type>): TCG
+# emulates it, anything else is KVM and its KVM_CAP_NESTED_STATE.
+_NESTED_STATE: dict[str, Callable[[OperationFacts, str], Iterator[Hit]]] = {
+    "tcg": _tcg_nested_state
+}
+
+
+def _nested_state(f: OperationFacts, fix: str) -> Iterator[Hit]:
+    yield from _NESTED_STATE.get(f.accel, _kvm_nested_state)(f, fix)
+
+
+@libvirt_rule("NV-O01", "live-migration-unsafe", (Operation.MIGRATE,))
+def live_migration_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Live-migrating a VM that runs nested guests can crash it or them.
+
+    ## What it checks
+    `migrate` of a running libvirt domain that exposes vmx/svm (judged as if
+    it runs nested guests: nestvirt cannot see inside; `--no-nested-guests`
+    asserts none run). KVM: the host must carry nested vCPU state — the real
+    `KVM_CAP_NESTED_STATE` of the host the VM runs on, read through
+    `/dev/kvm` (never guessed from versions) — and be Intel: the kernel
+    documentation says not to migrate an L1 running L2 guests on AMD. For a
+    remote libvirt URI the capability of that host cannot be read from here:
+    it is Unknown and the operation is judged unsafe (run preflight on that
+    host). TCG domains (`type='qemu'`): QEMU emulates svm, the KVM capability
+    does not apply and no source promises the nested state survives: unsafe.
+    A VM that is not running is moved offline: safe.
+
+    ## Why it matters
+    Without nested state the L2 guests' vCPU state is lost in flight: the
+    kernel documentation lists a kernel BUG, an oops or a panic, and the
+    migrated L1 "can no longer be considered stable or secure".
+
+    ## Example
+    `virsh migrate --live L1 qemu+ssh://dst/system` on a host whose
+    `KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE)` returns 0, or on an AMD host.
+    The same check covers the destination: `nestvirt guard install` there
+    refuses the incoming migration (libvirt's `migrate begin` hook).
+
+    ## Fix
+    Shut the nested guests down inside the VM first, then migrate (and say so:
+    `--no-nested-guests`); or shut the VM down and move it offline
+    (`virsh migrate --offline --persistent`, then start it on the destination).
+
+    ## Sources
+    Linux `Documentation/virt/kvm/x86/running-nested-guests.rst`, "Live
+    migration with nested KVM" (Intel: Linux 5.3 + QEMU 4.2; AMD: should not
+    be migrated or saved while L2 runs; an L1 merely configured for nesting
+    migrates normally),
+    https://docs.kernel.org/virt/kvm/x86/running-nested-guests.html. QEMU
+    `target/i386/machine.c` (nested state and TCG svm state subsections).
+    """
+    fix = (
+        f"shut the nested guests down inside {f.vm}, then migrate with --no-nested-guests "
+        f"asserted; or shut {f.vm} down and "
+        f"`{virsh('migrate', f.vm, '--offline', '--persistent', 'DEST')}`"
+    )
+    yield from _first(
+        f, _not_exposed, _assumed, _offline_migration, lambda f: _nested_state(f, fix)
+    )
+
+
+@libvirt_rule("NV-O02", "save-restore-unsafe", (Operation.SAVE, Operation.RESTORE))
+def save_restore_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Saving a VM that runs nested guests, or restoring such an image, can crash it.
+
+    ## What it checks
+    `save` of a running (or paused) libvirt domain, and `restore` of a saved
+    image (which always holds a running VM), for a VM that exposes vmx/svm.
+    KVM: the same test as NV-O01 — the real `KVM_CAP_NESTED_STATE` of the
+    host (the one saving, the one restoring) and an Intel CPU; TCG: unsafe
+    (the KVM capability does not apply). Saving a VM that is not running is
+    meaningless (libvirt refuses; there is nothing to save): safe, said as
+    info.
+
+    ## Why it matters
+    A save image without the nested vCPU state resumes the L1 in the middle
+    of an L2 it no longer knows: the kernel documentation calls this
+    undefined behaviour (BUG, oops, panic) and says the VM must be restarted.
+
+    ## Example
+    `virsh save L1 /var/tmp/l1.sav` then `virsh restore /var/tmp/l1.sav`, or
+    `virsh managedsave L1` + `virsh start L1`, on a host with
+    `KVM_CAP_NESTED_STATE` = 0.
+
+    ## Fix
+    Shut the nested guests down first (then `--no-nested-guests`), or shut
+    the VM down instead of saving it. For an image already saved: boot the VM
+    fresh (`virsh managedsave-remove VM`; for `virsh save` files, define and
+    start the VM instead of restoring).
+
+    ## Sources
+    Linux `running-nested-guests.rst` ("migrated, saved, or loaded";
+    AMD: "should no longer be migrated or saved"),
+    https://docs.kernel.org/virt/kvm/x86/running-nested-guests.html; libvirt
+    "Hooks for specific system management" (`restore begin`),
+    https://libvirt.org/hooks.html.
+    """
+    if f.operation is Operation.SAVE:
+        fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
+    else:
+        fix = (
+            f"boot {f.vm} fresh instead of restoring (`{virsh('managedsave-remove', f.vm)}`, "
+            "or define and start it without the saved file)"
+        )
+    yield from _first(f, _not_exposed, _assumed, _nothing_to_save, lambda f: _nested_state(f, fix))
+
+
+@libvirt_rule("NV-O03", "checkpoint-apply-unsafe", (Operation.SNAPSHOT_REVERT,))
+def checkpoint_apply_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Reverting a running VM to a snapshot can crash its nested guests.
+
+    ## What it checks
+    `snapshot-revert` of a running libvirt domain that exposes vmx/svm.
+    Reverting a running VM loads saved vCPU state in place: KVM needs the same
+    nested state support as a restore (NV-O02: `KVM_CAP_NESTED_STATE`, Intel;
+    TCG: unsafe). A VM that is off: safe, with a warning that a snapshot taken
+    while it ran carries vCPU state too.
+
+    ## Why it matters
+    The nested guests running now are dropped without a shutdown, and the
+    state loaded from the snapshot may itself lack the nested vCPU state.
+
+    ## Example
+    `virsh snapshot-revert L1 before-upgrade` while L1 runs KVM guests.
+
+    ## Fix
+    Shut the VM down first and revert to a snapshot taken while it was off,
+    or shut the nested guests down (then `--no-nested-guests`).
+
+    ## Sources
+    Linux `running-nested-guests.rst` (saved/loaded state),
+    https://docs.kernel.org/virt/kvm/x86/running-nested-guests.html. libvirt
+    hooks (https://libvirt.org/hooks.html): none runs on snapshot revert, so
+    the guard cannot refuse it.
+    """
+    fix = f"shut {f.vm} down and revert to a snapshot taken while it was off"
+    yield from _first(f, _not_exposed, _assumed, _revert_while_off, lambda f: _nested_state(f, fix))
+
+
+@libvirt_rule("NV-O04", "memory-resize-unsafe", (Operation.MEMORY_RESIZE,))
+def memory_resize_unsafe(f: OperationFacts) -> Iterator[Hit]:
+    """Changing the memory of a running VM that runs a hypervisor fails or starves its guests.
+
+    ## What it checks
+    `memory-resize` of a running libvirt domain that exposes vmx/svm. The
+    resize (balloon, `virsh setmem`; hot-unplug) works under KVM and TCG,
+    but takes memory from the L1's OS, which holds its nested guests' memory:
+    warning (safe). An off VM: safe.
+
+    ## Why it matters
+    Shrinking an L1 running nested guests can push it to swap or to OOM-kill
+    a nested guest.
+
+    ## Example
+    `virsh setmem L1 2G --live`.
+
+    ## Fix
+    Only grow it, or shut the nested guests down first; or stop the VM,
+    change its memory, start it. `nestvirt enable VM` pins currentMemory to
+    memory (NV-V02).
+
+    ## Sources
+    libvirt `virsh setmem` (balloon), https://libvirt.org/manpages/virsh.html#setmem.
+    """
+    yield from _first(f, _not_exposed, _assumed, _resize_while_off, _kvm_resize)
+
+
+def _kvm_resize(f: OperationFacts) -> Iterator[Hit]:
+    yield Hit(
+        f"{_unknown_prefix(f)}{_inside(f)}: the resize works, but shrinking it takes memory "
+        "from the L1 that holds its nested guests' memory (swap, OOM kills)",
+        f"only grow {f.vm}'s memory, or shut its nested guests down first",
+        severity=Severity.WARNING,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Hyper-V
+
+
 def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
     """Hyper-V save/restore and checkpoint-apply: failed in the preview, lifted for
     build 14361 / VM version 8.0 (nestvirt.rules.hyperv_table)."""
@@ -332,134 +579,98 @@ def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
     )
 
 
-# ---------------------------------------------------------------------------
-# The rules
+def hyperv_host_option(host: str) -> str:
+    """`--hyperv HOST`: the host's name when the facts know it, else the placeholder HOST."""
+    if not host or host == "this host":
+        return "--hyperv HOST"
+    return f"--hyperv {quote(host)}"
 
 
-@op_rule("NV-O01", "live-migration-unsafe", (Operation.MIGRATE,))
+def _hyperv_enable(f: OperationFacts, *options: str) -> str:
+    """`nestvirt enable --hyperv HOST OPTIONS VM`, every word quoted (nestvirt.commands)."""
+    return nestvirt("enable", f.vm, hyperv_host_option(f.host), *options)
+
+
+@hyperv_rule("NV-O01", "live-migration-unsafe", (Operation.MIGRATE,))
 @versioned("NV-O01")
-def live_migration_unsafe(f: OperationFacts) -> Iterator[Hit]:
+def live_migration_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     """Live-migrating a VM that runs nested guests can crash it or them.
 
     ## What it checks
-    `migrate` of a running VM that exposes vmx/svm (judged as if it runs
-    nested guests: nestvirt cannot see inside; `--no-nested-guests` asserts
-    none run). KVM: the host must carry nested vCPU state — the real
-    `KVM_CAP_NESTED_STATE` of the host the VM runs on, read through
-    `/dev/kvm` (never guessed from versions) — and be Intel: the kernel
-    documentation says not to migrate an L1 running L2 guests on AMD. For a
-    remote libvirt URI the capability of that host cannot be read from here:
-    it is Unknown and the operation is judged unsafe (run preflight on that
-    host). TCG domains (`type='qemu'`): QEMU emulates svm, the KVM capability
-    does not apply and no source promises the nested state survives: unsafe.
-    Hyper-V: unsafe. A VM that is not running is moved offline: safe.
+    Live migration of a running Hyper-V VM whose processor has
+    `ExposeVirtualizationExtensions` on (judged as if it runs nested VMs:
+    nestvirt cannot see inside; `--no-nested-guests` asserts none run):
+    unsafe. A VM that is not running is moved offline: safe.
 
     ## Why it matters
-    Without nested state the L2 guests' vCPU state is lost in flight: the
-    kernel documentation lists a kernel BUG, an oops or a panic, and the
-    migrated L1 "can no longer be considered stable or secure".
+    The Hyper-V nesting preview says a VM that hosts other VMs cannot be live
+    migrated; Microsoft's pages still listed it in June 2016 and the GA page
+    (Windows Server 2016 / Windows 10 1607) dropped the line without saying it
+    works, so nestvirt keeps judging it unsafe.
 
     ## Example
-    `virsh migrate --live L1 qemu+ssh://dst/system` on a host whose
-    `KVM_CHECK_EXTENSION(KVM_CAP_NESTED_STATE)` returns 0, or on an AMD host.
-    The same check covers the destination: `nestvirt guard install` there
-    refuses the incoming migration (libvirt's `migrate begin` hook).
+    `Move-VM L1 HV02` while Hyper-V inside L1 runs VMs.
 
     ## Fix
-    Shut the nested guests down inside the VM first, then migrate (and say so:
-    `--no-nested-guests`); or shut the VM down and move it offline
-    (`virsh migrate --offline --persistent`, then start it on the destination).
+    Shut the nested VMs down inside the VM first, then migrate (and say so:
+    `nestvirt preflight VM migrate --hyperv HOST --no-nested-guests`); or stop
+    the VM and move it while off.
 
     ## Sources
-    Linux `Documentation/virt/kvm/x86/running-nested-guests.rst`, "Live
-    migration with nested KVM" (Intel: Linux 5.3 + QEMU 4.2; AMD: should not
-    be migrated or saved while L2 runs; an L1 merely configured for nesting
-    migrates normally). QEMU `target/i386/machine.c` (nested state and TCG svm
-    state subsections). Hyper-V nesting preview page (build 10565, 2015):
-    "Live migration will fail — a VM which hosts other VMs cannot be live
-    migrated"; still listed in the June 2016 notes (builds 14361+); the GA page
-    (Windows Server 2016 / Windows 10 1607) dropped the line without saying
-    it works; the Hyper-V TLFS "Nested virtualization" describes live
-    migration notifications for L1 hypervisors.
+    The facts and the builds they hold for: docs/hyperv-facts.md ("Live
+    migration"). Microsoft, "Windows Insider Preview: Nested Virtualization"
+    (build 10565, October 2015), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    the GA page (September 2016), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/4eb3e733990ca86f28620e23bf408ff71b879173/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    the Hyper-V TLFS, "Nested Virtualization" (live migration notifications
+    for L1 hypervisors), https://learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization.
     """
-    yield from _judge(f, _migrate)
+    yield from _first(f, _not_exposed, _assumed, _offline_migration, _hyperv_migrate)
 
 
-def _migrate(f: OperationFacts) -> Iterator[Hit]:
-    fix = (
-        f"shut the nested guests down inside {f.vm}, then migrate with --no-nested-guests "
-        f"asserted; or shut {f.vm} down and "
-        f"`{virsh('migrate', f.vm, '--offline', '--persistent', 'DEST')}`"
+def _hyperv_migrate(f: OperationFacts) -> Iterator[Hit]:
+    yield Hit(
+        f"{_unknown_prefix(f)}{_inside(f)}; the Hyper-V nesting preview says a VM hosting "
+        "other VMs cannot be live migrated (still listed in June 2016; the GA page dropped "
+        "the line without saying it works)",
+        f"shut the nested VMs down inside {f.vm} (then --no-nested-guests), or stop "
+        f"{f.vm} and move it while off",
     )
-    if not f.running:
-        yield Hit(
-            f"{f.vm} is {f.state}: an offline migration moves only its definition; there is "
-            "no vCPU state to carry",
-            severity=Severity.INFO,
-        )
-        return
-    if f.accel == "hyperv":
-        yield Hit(
-            f"{_unknown_prefix(f)}{_inside(f)}; the Hyper-V nesting preview says a VM hosting "
-            "other VMs cannot be live migrated (still listed in June 2016; the GA page dropped "
-            "the line without saying it works)",
-            f"shut the nested VMs down inside {f.vm} (then --no-nested-guests), or stop "
-            f"{f.vm} and move it while off",
-        )
-        return
-    yield from _kvm_nested_state(f, fix)
 
 
-@op_rule("NV-O02", "save-restore-unsafe", (Operation.SAVE, Operation.RESTORE))
+@hyperv_rule("NV-O02", "save-restore-unsafe", (Operation.SAVE, Operation.RESTORE))
 @versioned("NV-O02")
-def save_restore_unsafe(f: OperationFacts) -> Iterator[Hit]:
+def save_restore_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     """Saving a VM that runs nested guests, or restoring such an image, can crash it.
 
     ## What it checks
-    `save` of a running (or paused) VM, and `restore` of a saved image (which
-    always holds a running VM), for a VM that exposes vmx/svm. KVM: the same
-    test as NV-O01 — the real `KVM_CAP_NESTED_STATE` of the host (the one
-    saving, the one restoring) and an Intel CPU; TCG: unsafe (the KVM
-    capability does not apply). Hyper-V: the preview said save/restore fails;
-    Microsoft lifted that for VM configuration version 8.0 (builds 14361+),
-    so a version 8.0+ VM gets a warning (safe), an older or unknown one an
-    error. Saving a VM that is not running is meaningless (libvirt and
-    Hyper-V refuse; there is nothing to save): safe, said as info.
+    Saving a running Hyper-V VM that exposes the virtualization extensions,
+    and restoring (starting) a saved one. The preview said save/restore
+    fails; Microsoft lifted that for VM configuration version 8.0 (builds
+    14361+), so a version 8.0+ VM on such a host gets a warning (safe), an
+    older or unknown one, or any VM on a preview host, an error. Saving a VM
+    that is not running is meaningless (Hyper-V refuses; there is nothing to
+    save): safe, said as info.
 
     ## Why it matters
-    A save image without the nested vCPU state resumes the L1 in the middle
-    of an L2 it no longer knows: the kernel documentation calls this
-    undefined behaviour (BUG, oops, panic) and says the VM must be restarted.
+    On a preview host, or with an older VM configuration version, the saved
+    state of a VM running Hyper-V cannot be saved or started again.
 
     ## Example
-    `virsh save L1 /var/tmp/l1.sav` then `virsh restore /var/tmp/l1.sav`, or
-    `virsh managedsave L1` + `virsh start L1`, on a host with
-    `KVM_CAP_NESTED_STATE` = 0.
+    `Save-VM L1` then `Start-VM L1` on a build 10586 host.
 
     ## Fix
-    Shut the nested guests down first (then `--no-nested-guests`), or shut
-    the VM down instead of saving it. For an image already saved: boot the VM
-    fresh (`virsh managedsave-remove VM`; for `virsh save` files, define and
-    start the VM instead of restoring).
+    Shut the nested VMs down first (then `--no-nested-guests`), or shut the
+    VM down instead of saving it; an older VM: upgrade its configuration
+    version (8.0+) with the VM off.
 
     ## Sources
-    Linux `running-nested-guests.rst` ("migrated, saved, or loaded";
-    AMD: "should no longer be migrated or saved"); libvirt "Hooks for specific
-    system management" (`restore begin`). Hyper-V nesting preview page:
-    "Save/restore will fail"; Microsoft's June 2016 notes for builds 14361+
-    (VM version 8.0): "You can now Save and Start nested-enabled VMs".
+    The facts and the builds they hold for: docs/hyperv-facts.md ("Save and
+    restore"). Microsoft, "Windows Insider Preview: Nested Virtualization"
+    (build 10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+, VM version 8.0: "You can now
+    Save and Start nested-enabled VM's"), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md.
     """
-    yield from _judge(f, _save_restore)
-
-
-def _save_restore(f: OperationFacts) -> Iterator[Hit]:
-    if f.operation is Operation.SAVE and not f.running:
-        yield Hit(
-            f"{f.vm} is {f.state}: there is nothing to save (only a running or paused VM can "
-            "be saved); safe, but meaningless",
-            severity=Severity.INFO,
-        )
-        return
     if f.operation is Operation.SAVE:
         fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
     else:
@@ -467,160 +678,110 @@ def _save_restore(f: OperationFacts) -> Iterator[Hit]:
             f"boot {f.vm} fresh instead of restoring (`{virsh('managedsave-remove', f.vm)}`, "
             "or define and start it without the saved file)"
         )
-    if f.accel == "hyperv":
-        yield from _hyperv_lifted(f, '"You can now Save and Start nested-enabled VMs"', fix)
-        return
-    yield from _kvm_nested_state(f, fix)
+    lifted = '"You can now Save and Start nested-enabled VMs"'
+    yield from _first(
+        f, _not_exposed, _assumed, _nothing_to_save, lambda f: _hyperv_lifted(f, lifted, fix)
+    )
 
 
-@op_rule("NV-O03", "checkpoint-apply-unsafe", (Operation.SNAPSHOT_REVERT,))
+@hyperv_rule("NV-O03", "checkpoint-apply-unsafe", (Operation.SNAPSHOT_REVERT,))
 @versioned("NV-O03")
-def checkpoint_apply_unsafe(f: OperationFacts) -> Iterator[Hit]:
+def checkpoint_apply_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     """Reverting a running VM to a snapshot can crash its nested guests.
 
     ## What it checks
-    `snapshot-revert` of a running VM that exposes vmx/svm. Reverting a
-    running VM loads saved vCPU state in place: KVM needs the same nested
-    state support as a restore (NV-O02: `KVM_CAP_NESTED_STATE`, Intel; TCG:
-    unsafe). Hyper-V: the preview said applying a checkpoint to a running VM
-    fails; Microsoft lifted that for VM configuration version 8.0 (builds
-    14361+): warning for 8.0+, error otherwise. A VM that is off: safe, with a
-    warning that a snapshot taken while it ran carries vCPU state too.
+    Applying a checkpoint to a running Hyper-V VM that exposes the
+    virtualization extensions. The preview said this fails; Microsoft lifted
+    that for VM configuration version 8.0 (builds 14361+): warning for 8.0+
+    on such a host, error otherwise. A VM that is off: safe, with a warning
+    that a checkpoint taken while it ran carries vCPU state too.
 
     ## Why it matters
-    The nested guests running now are dropped without a shutdown, and the
-    state loaded from the snapshot may itself lack the nested vCPU state.
+    The nested VMs running now are dropped without a shutdown, and on a
+    preview host or an older VM the apply fails.
 
     ## Example
-    `virsh snapshot-revert L1 before-upgrade` while L1 runs KVM guests.
+    `Restore-VMSnapshot -VMName L1 -Name before-upgrade` while L1 runs VMs.
 
     ## Fix
-    Shut the VM down first and revert to a snapshot taken while it was off,
-    or shut the nested guests down (then `--no-nested-guests`).
+    Shut the VM down first and apply a checkpoint taken while it was off, or
+    shut the nested VMs down (then `--no-nested-guests`).
 
     ## Sources
-    Hyper-V nesting preview page: "Applying checkpoints to a running VM will
-    fail"; Microsoft's June 2016 notes for builds 14361+ (VM version 8.0):
-    "Creating and applying checkpoints now work for VM's with nested
-    virtualization enabled". Linux `running-nested-guests.rst` (saved/loaded
-    state). libvirt: no hook runs on snapshot revert, so the guard cannot
-    refuse it.
+    The facts and the builds they hold for: docs/hyperv-facts.md
+    ("Checkpoints"). Microsoft, "Windows Insider Preview: Nested
+    Virtualization" (build 10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+: "Creating and applying
+    checkpoints now work for VM's with nested virtualization enabled"),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md.
     """
-    yield from _judge(f, _revert)
-
-
-def _revert(f: OperationFacts) -> Iterator[Hit]:
     fix = f"shut {f.vm} down and revert to a snapshot taken while it was off"
-    if not f.running:
-        yield Hit(
-            f"{f.vm} is {f.state}: reverting to a snapshot taken while it was off is safe; "
-            "one taken while it ran resumes saved vCPU state, with the limits of a restore "
-            "(`nestvirt preflight VM restore`)",
-            severity=Severity.WARNING,
-        )
-        return
-    if f.accel == "hyperv":
-        yield from _hyperv_lifted(
-            f,
-            '"Creating and applying checkpoints now work for VM\'s with nested virtualization"',
-            fix,
-        )
-        return
-    yield from _kvm_nested_state(f, fix)
+    lifted = '"Creating and applying checkpoints now work for VM\'s with nested virtualization"'
+    yield from _first(
+        f, _not_exposed, _assumed, _revert_while_off, lambda f: _hyperv_lifted(f, lifted, fix)
+    )
 
 
-@op_rule("NV-O04", "memory-resize-unsafe", (Operation.MEMORY_RESIZE,))
+@hyperv_rule("NV-O04", "memory-resize-unsafe", (Operation.MEMORY_RESIZE,))
 @versioned("NV-O04")
-def memory_resize_unsafe(f: OperationFacts) -> Iterator[Hit]:
+def memory_resize_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     """Changing the memory of a running VM that runs a hypervisor fails or starves its guests.
 
     ## What it checks
-    `memory-resize` of a running VM that exposes vmx/svm. Hyper-V: Microsoft
-    (the preview and today's page) says that while Hyper-V runs inside a VM
-    its memory cannot change at run time and attempts fail — this depends on
-    the hypervisor running inside, not on nested guests, so
-    `--no-nested-guests` does not lift it: error. KVM: the resize (balloon,
-    `virsh setmem`; hot-unplug) works, but takes memory from the L1's OS,
-    which holds its nested guests' memory: warning (safe). An off VM: safe.
+    Resizing the memory of a running Hyper-V VM that exposes the
+    virtualization extensions. Microsoft (the preview and today's page) says
+    that while Hyper-V runs inside a VM its memory cannot change at run time
+    and attempts fail — this depends on the hypervisor running inside, not on
+    nested guests, so `--no-nested-guests` does not lift it: error. An off
+    VM: safe.
 
     ## Why it matters
-    On Hyper-V the resize fails. On KVM, shrinking an L1 running nested
-    guests can push it to swap or to OOM-kill a nested guest.
+    The resize fails.
 
     ## Example
-    `Set-VMMemory -VMName L1 -StartupBytes 8GB` on a running nested Hyper-V
-    VM; `virsh setmem L1 2G --live`.
+    Raising the startup memory of a running VM that runs Hyper-V inside.
 
     ## Fix
-    Stop the VM, change its memory, start it. On KVM, only grow it, or shut
-    the nested guests down first; `nestvirt enable VM` pins currentMemory to
-    memory (NV-V02).
+    Stop the VM, change its memory, start it:
+    `nestvirt enable VM --hyperv HOST --memory SIZE --stop` does the three
+    (the plan's cmdlets: stop, set the startup memory, start again), and sets
+    the other nesting settings while the VM is off.
 
     ## Sources
-    Hyper-V nesting preview page: "Runtime memory resize will fail";
-    Microsoft "What is Nested Virtualization?" (2016–2025): "When Hyper-V is
-    running inside a virtual machine, the virtual machine must be turned off
-    to adjust its memory". libvirt `virsh setmem` (balloon).
+    The facts and the builds they hold for: docs/hyperv-facts.md ("Memory").
+    Microsoft, "Windows Insider Preview: Nested Virtualization" (build
+    10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    "What is Nested Virtualization for Hyper-V?" ("Dynamic Memory and Runtime
+    Memory Resize": "the virtual machine must be turned off to adjust its
+    memory"), https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization.
     """
-    yield from _judge(f, _memory)
+    yield from _first(f, _not_exposed, _resize_while_off, _hyperv_resize)
 
 
-def _memory(f: OperationFacts) -> Iterator[Hit]:
-    if not f.running:
-        yield Hit(
-            f"{f.vm} is {f.state}: its memory is set in its definition and takes effect at "
-            "the next start",
-            severity=Severity.INFO,
-        )
-        return
-    if f.accel == "hyperv":
-        asserted = (
-            " (asserting no nested guests does not help: the limit applies while Hyper-V runs "
-            "inside the VM)"
-            if f.assume_no_nested_guests
-            else ""
-        )
-        yield Hit(
-            f"{_unknown_prefix(f)}{f.vm} exposes the virtualization extensions; Microsoft says "
-            "that while Hyper-V runs inside a VM its memory cannot change at run time and the "
-            f"attempt fails{asserted}",
-            _resize_fix(f.vm),
-        )
-        return
+def _hyperv_resize(f: OperationFacts) -> Iterator[Hit]:
+    asserted = (
+        " (asserting no nested guests does not help: the limit applies while Hyper-V runs "
+        "inside the VM)"
+        if f.assume_no_nested_guests
+        else ""
+    )
     yield Hit(
-        f"{_unknown_prefix(f)}{_inside(f)}: the resize works, but shrinking it takes memory "
-        "from the L1 that holds its nested guests' memory (swap, OOM kills)",
-        f"only grow {f.vm}'s memory, or shut its nested guests down first",
-        severity=Severity.WARNING,
+        f"{_unknown_prefix(f)}{f.vm} exposes the virtualization extensions; Microsoft says "
+        "that while Hyper-V runs inside a VM its memory cannot change at run time and the "
+        f"attempt fails{asserted}",
+        _hyperv_enable(f, "--memory", "SIZE", "--stop"),
     )
-
-
-def _resize_fix(vm: str) -> str:
-    """Stop, resize, start: the VM name a quoted literal (nestvirt.commands.ps_quote's rules)."""
-    from nestvirt.commands import ps_quote
-
-    name = ps_quote(vm)
-    return (
-        f"Stop-VM -Name {name}; Set-VMMemory -VMName {name} -StartupBytes 8GB; "
-        f"Start-VM -Name {name}"
-    )
-
-
-def _judge(f: OperationFacts, decide: Callable[[OperationFacts], Iterator[Hit]]) -> Iterator[Hit]:
-    shared = list(_not_exposed_or_assumed(f))
-    if shared:
-        yield from shared
-        return
-    yield from decide(f)
 
 
 __all__ = [
     "HYPERV_LIFTED_VERSION",
     "Operation",
     "OperationFacts",
+    "hyperv_host_option",
     "is_safe",
     "judge",
     "judge_facts",
     "normalize_vendor",
+    "operation_rules",
     "parse_operation",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -113,7 +115,13 @@ def test_o04_fix_quotes_the_vm_name() -> None:
     )
     (finding,) = judge_facts(facts, rules.Platform.HYPERV)
     assert finding.fix is not None
-    assert finding.fix.startswith("Stop-VM -Name 'x''; Remove-Item C:\\ -Recurse; '''")
+    # a nestvirt command (the plan holds the cmdlets), the name one quoted shell word
+    assert finding.fix.startswith("nestvirt enable --hyperv HOST --memory SIZE --stop ")
+    assert shlex.split(finding.fix)[-1] == "x'; Remove-Item C:\\ -Recurse; '"
+    assert "Stop-VM" not in finding.fix and "Set-VMMemory" not in finding.fix
+    dashed = replace(facts, vm="-x", host="HV 01")
+    (finding,) = judge_facts(dashed, rules.Platform.HYPERV)
+    assert finding.fix == "nestvirt enable --hyperv 'HV 01' --memory SIZE --stop -- -x"
 
 
 # --- NV-H22: HypervisorPresent is not this machine's hypervisor --------------------
