@@ -177,9 +177,14 @@ def run(
         settle_if_free(subject, book, progress)
         return _plan_and_show(subject, action, options, show, book)
     uri, ident = subject.key
-    with lock.vm_lock(uri, ident, subject.name, wait=options.wait):
+    with lock.vm_lock(uri, ident, subject.name, wait=options.wait, what=_what(subject)):
         settle(subject, book, progress)
         return _plan_and_apply(subject, action, options, show, confirm, progress, book)
+
+
+def _what(subject: Subject) -> str:
+    """The subject as a busy lock names it: `lock_what` where a subject is not a VM."""
+    return str(getattr(subject, "lock_what", f"VM {subject.name!r}"))
 
 
 def _journal(subject: Subject, journal: Journal | None) -> Journal:
@@ -239,7 +244,7 @@ def settle_if_free(subject: Subject, book: Journal, progress: Callable[[str], No
     state directory is writable; otherwise report unreadable entries and leave the rest."""
     uri, ident = subject.key
     try:
-        with lock.vm_lock(uri, ident, subject.name):
+        with lock.vm_lock(uri, ident, subject.name, what=_what(subject)):
             settle(subject, book, progress)
             return
     except (Busy, StateError):

@@ -522,6 +522,7 @@ class HostSubject:
     """This Linux host's KVM configuration as a Subject of nestvirt.enable.run."""
 
     name = "host"
+    lock_what = "this host's KVM configuration"  # in the busy message
 
     def __init__(self, paths: HostPaths | None = None, *, runner: Runner = _run) -> None:
         self.paths = paths or HostPaths.from_environment()

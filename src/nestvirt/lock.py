@@ -60,9 +60,13 @@ def held(kind: str, *parts: str, what: str, wait: float = 0.0, hint: str = "") -
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def vm_lock(uri: str, uuid: str, name: str, *, wait: float = 0.0) -> AbstractContextManager[Path]:
+def vm_lock(
+    uri: str, uuid: str, name: str, *, wait: float = 0.0, what: str | None = None
+) -> AbstractContextManager[Path]:
+    """The lock of one subject of the write flow; `what` names it in the busy message
+    (default: VM 'NAME')."""
     hint = "" if wait else ", or add --wait SECONDS to queue behind it"
-    return held("vm", uri, uuid, what=f"VM {name!r}", wait=wait, hint=hint)
+    return held("vm", uri, uuid, what=what or f"VM {name!r}", wait=wait, hint=hint)
 
 
 def host_lock(*, wait: float = 0.0) -> AbstractContextManager[Path]:

@@ -270,7 +270,9 @@ def test_kill_between_the_journal_entry_and_the_write_is_settled(
         assert _wait_line(child.stdout) == "paused\n"
         assert _pending(root) == [1]  # write-ahead: the entry exists before any change
         assert main(["host", "enable", "--yes"]) == 2  # one writer at a time
-        assert f"another nestvirt (pid {child.pid})" in capsys.readouterr().err
+        busy = capsys.readouterr().err
+        assert f"another nestvirt (pid {child.pid})" in busy
+        assert "this host's KVM configuration" in busy and "VM 'host'" not in busy
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=60) == -signal.SIGKILL
     finally:

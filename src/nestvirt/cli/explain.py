@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from nestvirt import rules
 from nestvirt.cli import options
+from nestvirt.render import print_json
 
 
 @click.command()
@@ -18,7 +17,7 @@ def command(code: str | None, list_all: bool, as_json: bool) -> int:
     """Print what rule CODE checks, why it matters and how to fix it."""
     found = rules.all_rules() if list_all or code is None else rules.lookup(code)
     if as_json:
-        click.echo(json.dumps([_rule_json(r) for r in found], indent=2))
+        print_json([_rule_json(r) for r in found])
     elif list_all or code is None:
         for r in found:
             click.echo(f"{r.code}  {r.name:<34} {r.severity:<8} {r.platform:<8} {r.summary}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 
@@ -64,7 +63,9 @@ def command(
     say = _progress(not as_json and sys.stderr.isatty())
     result = run_lab(options, say)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        from nestvirt.render import print_json
+
+        print_json(result.to_json())
     else:
         for note in result.notes:
             click.echo(f"nestvirt: {note}", err=True)
@@ -83,7 +84,9 @@ def _identity(name: str, kernel: str | None, timeout: float, as_json: bool) -> i
         click.echo(f"nestvirt: lab VM as {name} gave no guestside report: {why}", err=True)
         return int(ExitCode.NOT_READY)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        from nestvirt.render import print_json
+
+        print_json(doc)
     else:
         click.echo(f"lab VM as {name} ({outcome.seconds:.1f} s): {render(doc)}")
     return int(ExitCode.READY)

@@ -375,6 +375,7 @@ class GuardSubject:
     """The guard hook of one libvirt hooks directory as a Subject of nestvirt.enable.run."""
 
     name = "guard"
+    lock_what = "the libvirt hook (nestvirt guard)"  # in the busy message
 
     def __init__(self, base: Path | None = None, domains: str = "*") -> None:
         self.base = base or hooks_dir()
