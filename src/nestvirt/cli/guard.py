@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -208,7 +206,9 @@ def status(as_json: bool) -> int:
 
     state = guard.status()
     if as_json:
-        sys.stdout.write(json.dumps(state.to_json(), indent=2) + "\n")
+        from nestvirt.render import print_json
+
+        print_json(state.to_json())
     else:
         click.echo(f"guard: {state.state} ({state.path})")
         for other in state.other_hooks:

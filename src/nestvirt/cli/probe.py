@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from nestvirt.cli import options
@@ -32,7 +30,9 @@ def command(as_json: bool, timeout: float) -> int:
     result = run_probe(timeout=timeout)
     findings = [*probe_findings(result), *container_findings(container_facts())]
     if as_json:
-        click.echo(json.dumps(to_json(result, findings), indent=2))
+        from nestvirt.render import print_json
+
+        print_json(to_json(result, findings))
     else:
         click.echo(render_text(result, findings))
     return int(ExitCode.READY if result.ok else ExitCode.NOT_READY)
