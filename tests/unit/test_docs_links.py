@@ -10,25 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # The design notes kept outside the repository (case-sensitive: docs/rules.md is ours).
 OUT_OF_REPO = re.compile(
     r"\b(?:REFERENCE\.md|SEED-SUMMARY(?:\.md)?|PRODUCT\.md|RULES\.md|STYLE\.md)\b"
-)
-
-# issue 13: hyperv sources pending — the Hyper-V rule modules are being moved to
-# docs/hyperv-facts.md by another change; until it lands they may still cite the
-# out-of-repo notes. Nothing else may. Remove an entry as soon as its file is clean
-# (test_pending_allow_list_is_current says when).
-PENDING_HYPERV: frozenset[str] = frozenset(
-    {
-        "src/nestvirt/rules/host_windows.py",
-        "src/nestvirt/rules/hyperv_table.py",
-        "src/nestvirt/rules/vm_hyperv.py",
-    }
 )
 
 # `docs/x.md` or `docs/x.md#anchor`, not part of a longer path or URL.
@@ -102,24 +88,10 @@ def test_slug_matches_github() -> None:
 
 
 def test_no_citation_of_out_of_repo_documents() -> None:
-    offending = [
-        hit
-        for path in _scanned()
-        if _rel(path) not in PENDING_HYPERV
-        for hit in _out_of_repo_citations(path)
-    ]
+    offending = [hit for path in _scanned() for hit in _out_of_repo_citations(path)]
     assert not offending, (
         "cite the upstream source or a docs/*.md section instead of the design notes "
         "outside the repository (issue 13):\n" + "\n".join(offending)
-    )
-
-
-@pytest.mark.parametrize("pending", sorted(PENDING_HYPERV))
-def test_pending_allow_list_is_current(pending: str) -> None:
-    path = ROOT / pending
-    assert path.is_file(), f"{pending} is gone: remove it from PENDING_HYPERV"
-    assert _out_of_repo_citations(path), (
-        f"{pending} no longer cites out-of-repo documents: remove it from PENDING_HYPERV"
     )
 
 

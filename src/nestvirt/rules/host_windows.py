@@ -83,9 +83,15 @@ def windows_build_too_old(host: HyperVHostFacts) -> Iterator[Hit]:
     Windows Server 2022 / Windows 11 or later: see NV-H21).
 
     ## Sources
-    The preview page, "Requirements" (build 10565 or later); REFERENCE.md,
-    Get-NestedVirtStatus.ps1 (string comparison bug); later Microsoft guidance
-    (GA with Windows Server 2016 / Windows 10 1607).
+    The builds and what each lifted: docs/hyperv-facts.md#builds-and-eras. Microsoft's preview page,
+    "Requirements" (build 10565 or later),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Get-NestedVirtStatus.ps1 (compares the build as a string:
+    docs/hyperv-facts.md#microsofts-status-and-enable-scripts),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1;
+    "Run Hyper-V in a Virtual Machine with Nested Virtualization" (GA: Windows Server 2016 / Windows
+    10 1607),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization.
     """
     if isinstance(host.build, Unknown):
         yield _not_checked("the Windows build", host.build.reason)
@@ -130,9 +136,11 @@ def amd_needs_newer_windows(host: HyperVHostFacts) -> Iterator[Hit]:
     also be configuration version 9.3 or later (NV-V08).
 
     ## Sources
-    The preview page, "Requirements" (Intel only); later Microsoft guidance
-    ("AMD EPYC / Ryzen processor or later; Windows Server 2022/Windows 11 or
-    later").
+    docs/hyperv-facts.md#processor-vendor. Microsoft's preview page, "Requirements" (Intel only),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    "Run Hyper-V in a Virtual Machine with Nested Virtualization", prerequisites ("AMD EPYC / Ryzen
+    processor or later; Windows Server 2022/Windows 11 or later"),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization.
     """
     vendor = host.cpu_vendor
     if isinstance(vendor, Unknown):
@@ -191,9 +199,13 @@ def hypervisor_not_running(host: HyperVHostFacts) -> Iterator[Hit]:
     upgrade to Pro, Enterprise or Education.
 
     ## Sources
-    The preview page, "How" (the host runs Hyper-V); REFERENCE.md,
-    Get-NestedVirtStatus.ps1 (HypervisorPresent check; it only recorded the
-    feature state); Win32_ComputerSystem documentation (HypervisorPresent, Model).
+    Microsoft's preview page, "How" (the host runs Hyper-V),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Get-NestedVirtStatus.ps1 (records HypervisorPresent and the feature state:
+    docs/hyperv-facts.md#microsofts-status-and-enable-scripts),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1;
+    Win32_ComputerSystem (HypervisorPresent, Model),
+    https://learn.microsoft.com/windows/win32/cimwin32prov/win32-computersystem.
     """
     feature = host.hyperv_feature_state
     if isinstance(feature, Unknown):
@@ -248,8 +260,8 @@ def vbs_running(host: HyperVHostFacts) -> Iterator[Hit]:
     the virtualization extensions; disable VBS first. Build 14361's notes:
     nested VMs now run on hosts with Virtualization Based Security enabled
     (Device Guard and Credential Guard included), and today's page lists no
-    VBS limit. So the preview builds keep the seed's error and later builds
-    get nothing.
+    VBS limit. So the preview builds keep the preview page's error and later
+    builds get nothing.
 
     Get-NestedVirtStatus.ps1 rejected any non-zero status, so a host with VBS
     merely configured (status 1) failed its check: that bug is not repeated.
@@ -265,11 +277,17 @@ def vbs_running(host: HyperVHostFacts) -> Iterator[Hit]:
     and nesting work together.
 
     ## Sources
-    The preview page, "Known issues" (Device Guard / VBS hosts cannot expose the
-    extensions); Microsoft's June 2016 notes "Nested Virtualization Preview for
-    Windows Insiders: Builds 14361+" (VBS works); today's page,
-    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization
-    (no VBS limit); REFERENCE.md (status 1 bug).
+    docs/hyperv-facts.md#virtualization-based-security. Microsoft's preview page, "Known issues"
+    (Device Guard / VBS hosts cannot expose the extensions),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 notes "Nested Virtualization Preview for Windows Insiders: Builds 14361+" (VBS
+    works),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    today's page (no VBS limit),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization;
+    Get-NestedVirtStatus.ps1 (any non-zero status fails:
+    docs/hyperv-facts.md#microsofts-status-and-enable-scripts),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1.
     """
     status = host.vbs_status
     if isinstance(status, Unknown):
@@ -322,7 +340,9 @@ def bcd_nested_disabled(host: HyperVHostFacts) -> Iterator[Hit]:
     (or set the remaining options without it), then restart.
 
     ## Sources
-    REFERENCE.md, Get-NestedVirtStatus.ps1 (BCD hypervisorloadoptions check).
+    Get-NestedVirtStatus.ps1 (reads `hypervisorloadoptions` from `bcdedit /enum` and reports nesting
+    disabled on OFFERNESTEDVIRT=FALSE: docs/hyperv-facts.md#microsofts-status-and-enable-scripts),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1.
     """
     options = host.bcd_hypervisor_load_options
     if isinstance(options, Unknown):
@@ -544,8 +564,12 @@ def vms_not_listed(host: HyperVHostFacts) -> Iterator[Hit]:
     PowerShell module (`Microsoft-Hyper-V-Management-PowerShell`).
 
     ## Sources
-    REFERENCE.md (both scripts relaunch themselves elevated); Microsoft's
-    well-known SID S-1-5-32-578 (Hyper-V Administrators).
+    Get-NestedVirtStatus.ps1 and Enable-NestedVm.ps1 relaunch themselves elevated
+    (docs/hyperv-facts.md#microsofts-status-and-enable-scripts),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1,
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    "Well-known SIDs" (S-1-5-32-578, Hyper-V Administrators),
+    https://learn.microsoft.com/windows/win32/secauthz/well-known-sids.
     """
     inventory = host.vm_inventory
     if isinstance(inventory, Unknown):

@@ -9,10 +9,14 @@ the code cannot drift apart.
 Eras (which build lifted which preview limit; `nestvirt explain` shows the rows):
 
 * before 10565: no nested virtualization at all;
-* preview, 10565 ≤ build < 14361: the seed page's limits, kept exactly
-  (VBS blocks, dynamic memory blocks, checkpoints and save/restore fail);
+* preview, 10565 ≤ build < 14361: the 2015 preview page's limits, kept
+  exactly (VBS blocks, dynamic memory blocks, checkpoints and save/restore
+  fail);
 * 14361 and later, VM configuration version ≥ 8.0 (GA in build 14393,
   Windows 10 1607 / Windows Server 2016): today's behaviour.
+
+docs/hyperv-facts.md states each fact the rows rest on, the builds and VM
+configuration versions it holds for, and its source (docs/hyperv-facts.md#builds-and-eras).
 
 Standard library only, and cheap to import: rules/operations.py (which the
 libvirt hook imports) reads it.
@@ -47,14 +51,16 @@ class Source:
 
 
 PREVIEW_PAGE = Source(
-    "Windows Insider Preview: Nested Virtualization (build 10565, October 2015; the seed page)",
+    "Windows Insider Preview: Nested Virtualization (build 10565, October 2015)",
     "https://techcommunity.microsoft.com/t5/virtualization/"
     "windows-insider-preview-nested-virtualization/ba-p/382256",
 )
 NOTES_14361 = Source(
     "Nested Virtualization Preview for Windows Insiders: Builds 14361+ (June 2016; "
-    "MicrosoftDocs/Virtualization-Documentation)",
-    "https://github.com/MicrosoftDocs/Virtualization-Documentation",
+    "MicrosoftDocs/Virtualization-Documentation, nesting.md)",
+    "https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/"
+    "c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/"
+    "nesting.md",
 )
 WHAT_IS = Source(
     "What is Nested Virtualization for Hyper-V? (Dynamic Memory and Runtime Memory Resize; "
@@ -79,8 +85,8 @@ SCALABILITY = Source(
     "plan-for-hyper-v-scalability-in-windows-server",
 )
 STATUS_SCRIPT = Source(
-    "Get-NestedVirtStatus.ps1 / Enable-NestedVm.ps1 (REFERENCE.md)",
-    "https://github.com/MicrosoftDocs/Virtualization-Documentation/tree/master/hyperv-tools/Nested",
+    "Get-NestedVirtStatus.ps1 / Enable-NestedVm.ps1 (Microsoft's status and enable scripts)",
+    "https://github.com/MicrosoftDocs/Virtualization-Documentation/tree/main/hyperv-tools/Nested",
 )
 WMI_PROCESSOR = Source(
     "Win32_Processor / Win32_ComputerSystem (WMI class documentation)",
@@ -157,7 +163,7 @@ TABLE: tuple[Applies, ...] = (
     Applies("NV-H22", "error: the Hyper-V hypervisor is not running", (PREVIEW_PAGE, WHAT_IS)),
     Applies(
         "NV-H23",
-        "error: a host running VBS / Device Guard cannot expose VT-x (the seed)",
+        "error: a host running VBS / Device Guard cannot expose VT-x (the 2015 preview)",
         (PREVIEW_PAGE,),
         build_below=LIFTED_BUILD,
     ),
@@ -191,7 +197,7 @@ TABLE: tuple[Applies, ...] = (
     Applies("NV-V01", "error: ExposeVirtualizationExtensions is false", (PREVIEW_PAGE, WHAT_IS)),
     Applies(
         "NV-V02",
-        "error: dynamic memory on, the VM will not start (the seed)",
+        "error: dynamic memory on, the VM will not start (the 2015 preview)",
         (PREVIEW_PAGE,),
         build_below=LIFTED_BUILD,
     ),
@@ -209,7 +215,7 @@ TABLE: tuple[Applies, ...] = (
     ),
     Applies(
         "NV-V05",
-        "warning: saving a nesting VM fails (the seed)",
+        "warning: saving a nesting VM fails (the 2015 preview)",
         (PREVIEW_PAGE,),
         build_below=LIFTED_BUILD,
         version_below=LIFTED_VERSION,
@@ -223,7 +229,7 @@ TABLE: tuple[Applies, ...] = (
     ),
     Applies(
         "NV-V06",
-        "warning: applying a checkpoint to the running VM fails (the seed)",
+        "warning: applying a checkpoint to the running VM fails (the 2015 preview)",
         (PREVIEW_PAGE, STATUS_SCRIPT),
         build_below=LIFTED_BUILD,
         version_below=LIFTED_VERSION,
@@ -245,7 +251,7 @@ TABLE: tuple[Applies, ...] = (
     Applies("NV-O01", "error: live migration of a VM hosting VMs", (PREVIEW_PAGE, NOTES_14361)),
     Applies(
         "NV-O02",
-        "error: save/restore of a nesting VM fails (the seed)",
+        "error: save/restore of a nesting VM fails (the 2015 preview)",
         (PREVIEW_PAGE,),
         build_below=LIFTED_BUILD,
         version_below=LIFTED_VERSION,
@@ -259,7 +265,7 @@ TABLE: tuple[Applies, ...] = (
     ),
     Applies(
         "NV-O03",
-        "error: applying a checkpoint to a running nesting VM fails (the seed)",
+        "error: applying a checkpoint to a running nesting VM fails (the 2015 preview)",
         (PREVIEW_PAGE,),
         build_below=LIFTED_BUILD,
         version_below=LIFTED_VERSION,

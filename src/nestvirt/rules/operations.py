@@ -41,7 +41,7 @@ that no nested guests run: nestvirt cannot see inside a VM):
       not below 14361 ........................... safe (warning: Microsoft
                                        lifted it in builds 14361+)
     save, restore, snapshot-revert, VM version < 8.0 or unknown, or a
-      preview host (10565 <= build < 14361: the seed, exactly) .... UNSAFE
+      preview host (10565 <= build < 14361: the preview page) ... UNSAFE
     (rows and sources: nestvirt.rules.hyperv_table, `nestvirt explain NV-O02`)
     memory-resize (even with --no-nested-guests) .................. UNSAFE
 
@@ -617,13 +617,15 @@ def live_migration_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     the VM and move it while off.
 
     ## Sources
-    The facts and the builds they hold for: docs/hyperv-facts.md ("Live
-    migration"). Microsoft, "Windows Insider Preview: Nested Virtualization"
-    (build 10565, October 2015), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
-    the June 2016 nesting page (builds 14361+), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
-    the GA page (September 2016), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/4eb3e733990ca86f28620e23bf408ff71b879173/virtualization/hyperv_on_windows/user_guide/nesting.md;
-    the Hyper-V TLFS, "Nested Virtualization" (live migration notifications
-    for L1 hypervisors), https://learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization.
+    The facts and the builds they hold for: docs/hyperv-facts.md#live-migration. Microsoft, "Windows
+    Insider Preview: Nested Virtualization" (build 10565, October 2015),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    the GA page (September 2016),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/4eb3e733990ca86f28620e23bf408ff71b879173/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    the Hyper-V TLFS, "Nested Virtualization" (live migration notifications for L1 hypervisors),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/tlfs/nested-virtualization.
     """
     yield from _first(f, _not_exposed, _assumed, _offline_migration, _hyperv_migrate)
 
@@ -665,11 +667,12 @@ def save_restore_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     version (8.0+) with the VM off.
 
     ## Sources
-    The facts and the builds they hold for: docs/hyperv-facts.md ("Save and
-    restore"). Microsoft, "Windows Insider Preview: Nested Virtualization"
-    (build 10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
-    the June 2016 nesting page (builds 14361+, VM version 8.0: "You can now
-    Save and Start nested-enabled VM's"), https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md.
+    The facts and the builds they hold for: docs/hyperv-facts.md#save-and-restore. Microsoft,
+    "Windows Insider Preview: Nested Virtualization" (build 10565),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+, VM version 8.0: "You can now Save and Start
+    nested-enabled VM's"),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md.
     """
     if f.operation is Operation.SAVE:
         fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
@@ -708,11 +711,11 @@ def checkpoint_apply_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     shut the nested VMs down (then `--no-nested-guests`).
 
     ## Sources
-    The facts and the builds they hold for: docs/hyperv-facts.md
-    ("Checkpoints"). Microsoft, "Windows Insider Preview: Nested
-    Virtualization" (build 10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
-    the June 2016 nesting page (builds 14361+: "Creating and applying
-    checkpoints now work for VM's with nested virtualization enabled"),
+    The facts and the builds they hold for: docs/hyperv-facts.md#checkpoints. Microsoft, "Windows
+    Insider Preview: Nested Virtualization" (build 10565),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 nesting page (builds 14361+: "Creating and applying checkpoints now work for VM's
+    with nested virtualization enabled"),
     https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md.
     """
     fix = f"shut {f.vm} down and revert to a snapshot taken while it was off"
@@ -748,12 +751,12 @@ def memory_resize_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     the other nesting settings while the VM is off.
 
     ## Sources
-    The facts and the builds they hold for: docs/hyperv-facts.md ("Memory").
-    Microsoft, "Windows Insider Preview: Nested Virtualization" (build
-    10565), https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
-    "What is Nested Virtualization for Hyper-V?" ("Dynamic Memory and Runtime
-    Memory Resize": "the virtual machine must be turned off to adjust its
-    memory"), https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization.
+    The facts and the builds they hold for: docs/hyperv-facts.md#runtime-memory-resize. Microsoft,
+    "Windows Insider Preview: Nested Virtualization" (build 10565),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    "What is Nested Virtualization for Hyper-V?" ("Dynamic Memory and Runtime Memory Resize": "the
+    virtual machine must be turned off to adjust its memory"),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization.
     """
     yield from _first(f, _not_exposed, _resize_while_off, _hyperv_resize)
 

@@ -65,9 +65,14 @@ def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
     (`nestvirt enable VM --hyperv` does it, and the rest of this list).
 
     ## Sources
-    The preview page, "How" and step 2 (Enable-NestedVm.ps1); REFERENCE.md,
-    Get-NestedVirtStatus.ps1 and Enable-NestedVm.ps1; later Microsoft guidance
-    (`Set-VMProcessor -VMName X -ExposeVirtualizationExtensions $true`).
+    docs/hyperv-facts.md#enabling-with-the-vm-off. Microsoft's preview page, "How" and step 2,
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Get-NestedVirtStatus.ps1 and Enable-NestedVm.ps1,
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1,
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    "Run Hyper-V in a Virtual Machine with Nested Virtualization" (`Set-VMProcessor -VMName X
+    -ExposeVirtualizationExtensions $true`),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization.
     """
     if not vm.expose_virtualization_extensions:
         yield Hit(
@@ -84,7 +89,7 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
 
     ## What it checks
     `Get-VMMemory`'s `DynamicMemoryEnabled` is true. On a preview host (build
-    below 14361) this is an **error**, as the seed said; on build 14361 and
+    below 14361) this is an **error**, as the preview page said; on build 14361 and
     later a **warning**; when the host's build is not known, a warning that
     says so.
 
@@ -107,9 +112,14 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     turns it off only when the VM is being stopped anyway.
 
     ## Sources
-    The preview page, "Known issues" and FAQ ("the VM does not start");
-    REFERENCE.md, both scripts; "What is Nested Virtualization for Hyper-V?",
-    "Dynamic Memory and Runtime Memory Resize".
+    docs/hyperv-facts.md#dynamic-memory. Microsoft's preview page, "Known issues" and FAQ ("the VM
+    does not start"),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Get-NestedVirtStatus.ps1 and Enable-NestedVm.ps1,
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1,
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    "What is Nested Virtualization for Hyper-V?", "Dynamic Memory and Runtime Memory Resize",
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization.
     """
     if not vm.dynamic_memory_enabled:
         return
@@ -153,8 +163,10 @@ def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]
     `nestvirt enable VM --memory 4GiB`).
 
     ## Sources
-    The preview page, "Requirements" (4 GB RAM); REFERENCE.md,
-    Enable-NestedVm.ps1 (threshold 4294967296 bytes).
+    docs/hyperv-facts.md#startup-memory. Microsoft's preview page, "Requirements" (4 GB RAM),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Enable-NestedVm.ps1 (threshold 4294967296 bytes),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1.
     """
     if vm.startup_bytes < MIN_MEMORY_BYTES:
         yield Hit(
@@ -191,9 +203,12 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
     `nestvirt enable VM --mac-spoofing`); or NAT inside the VM.
 
     ## Sources
-    The preview page, "Known issues" (networking); REFERENCE.md,
-    Enable-NestedVm.ps1 (asks to turn spoofing on); later Microsoft guidance
-    (MAC spoofing or NAT).
+    docs/hyperv-facts.md#networking. Microsoft's preview page (networking),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    Enable-NestedVm.ps1 (offers to turn spoofing on),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1;
+    "What is Nested Virtualization for Hyper-V?", "Networking options" (MAC spoofing or NAT),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/nested-virtualization.
     """
     nat = vm.guest_nat
     for adapter in vm.adapters:
@@ -245,9 +260,13 @@ def saved_state(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     `Remove-VMSavedState -VMName 'VM'`.
 
     ## Sources
-    The preview page, "Known issues" (save/restore fails); Microsoft's June 2016
-    notes, Builds 14361+ (Save and Start work); REFERENCE.md, both scripts
-    (Saved state check; Remove-VMSavedState).
+    docs/hyperv-facts.md#save-and-restore. Microsoft's preview page, "Known issues" (save/restore
+    fails),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 notes, Builds 14361+ (Save and Start work),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    Enable-NestedVm.ps1 (saved state check; Remove-VMSavedState),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1.
     """
     if not vm.is_saved:
         return
@@ -300,9 +319,13 @@ def checkpoints_present(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hi
     From build 14361 on, nothing.
 
     ## Sources
-    The preview page, "Known issues" (applying a checkpoint to a running VM
-    fails); Microsoft's June 2016 notes, Builds 14361+ (checkpoints work);
-    REFERENCE.md, Get-NestedVirtStatus.ps1 (ParentCheckpointId check).
+    docs/hyperv-facts.md#checkpoints. Microsoft's preview page, "Known issues" (applying a
+    checkpoint to a running VM fails),
+    https://techcommunity.microsoft.com/t5/virtualization/windows-insider-preview-nested-virtualization/ba-p/382256;
+    the June 2016 notes, Builds 14361+ (checkpoints work),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    Get-NestedVirtStatus.ps1 (ParentCheckpointId check),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Get-NestedVirtStatus.ps1.
     """
     if not (vm.checkpoints or vm.parent_checkpoint_id):
         return
@@ -356,8 +379,11 @@ def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     `Start-VM`.
 
     ## Sources
-    Later Microsoft guidance ("enable with the VM off"); REFERENCE.md,
-    Enable-NestedVm.ps1 (Stop-VM).
+    docs/hyperv-facts.md#enabling-with-the-vm-off. "Run Hyper-V in a Virtual Machine with Nested
+    Virtualization" (enable with the VM off),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization;
+    Enable-NestedVm.ps1 (Stop-VM),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/main/hyperv-tools/Nested/Enable-NestedVm.ps1.
     """
     if not vm.is_off:
         yield Hit(
@@ -391,8 +417,12 @@ def config_version_too_old(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
     runs on older hosts).
 
     ## Sources
-    Later Microsoft guidance (VM configuration version 8.0 or greater; AMD: 9.3
-    or greater).
+    docs/hyperv-facts.md#vm-configuration-version. The June 2016 notes (version 8.0 required from
+    build 14361),
+    https://github.com/MicrosoftDocs/Virtualization-Documentation/blob/c64de82d3a7119ee84de4fbec4a9b3873259d444/virtualization/hyperv_on_windows/user_guide/nesting.md;
+    "Run Hyper-V in a Virtual Machine with Nested Virtualization", prerequisites (VM configuration
+    version 8.0 or greater; AMD: 9.3 or greater),
+    https://learn.microsoft.com/virtualization/hyper-v-on-windows/user-guide/enable-nested-virtualization.
     """
     have = vm.version_tuple
     fix = f"Update-VMVersion -Name {ps_quote(vm.name)}"
