@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import sys
 import venv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,7 +52,7 @@ def play(
     tmp: Path,
     task: str,
     *flags: str,
-    env: dict[str, str | None] | None = None,
+    env: Mapping[str, str | None] | None = None,
     fails: bool = False,
     python: str = sys.executable,
     output: list[str] | None = None,
@@ -107,19 +107,19 @@ def test_vm_check_fix_idempotent_undo(
 
     checked = play(collections, tmp_path, task, "--check", "--diff")
     assert checked["changed"] is True
-    assert checked["plan"]["changes"] and checked["plan"]["applied"] is False  # type: ignore[index]
-    assert "svm" in checked["diff"]["prepared"]  # type: ignore[index]
+    assert checked["plan"]["changes"] and checked["plan"]["applied"] is False
+    assert "svm" in checked["diff"]["prepared"]
     assert dom.XMLDesc(flags) == before
 
     fixed = play(collections, tmp_path, task, "--diff")
-    assert fixed["changed"] is True and fixed["journal"]["seq"]  # type: ignore[index]
+    assert fixed["changed"] is True and fixed["journal"]["seq"]
     assert "svm" in dom.XMLDesc(flags) and dom.XMLDesc(flags) != before
 
     again = play(collections, tmp_path, task)
     assert again["changed"] is False and "journal" not in again
 
     facts = play(collections, tmp_path, f"nestvirt.nested.nestvirt_facts: {{vms: [{name}]}}")
-    assert "NV-V01" not in facts["vm_codes"][name]  # type: ignore[index]
+    assert "NV-V01" not in facts["vm_codes"][name]
 
     undone = play(collections, tmp_path, task.replace("}", ", state: undone}"))
     assert undone["changed"] is True
@@ -136,8 +136,8 @@ def test_host_check_fix_idempotent(collections: Path, tmp_path: Path) -> None:
     kvm.chmod(0o600)
     try:
         checked = play(collections, tmp_path, task, "--check", "--diff")
-        assert checked["changed"] is True and checked["plan"]["applied"] is False  # type: ignore[index]
-        assert "kvm" in checked["diff"]["after"]  # type: ignore[index]
+        assert checked["changed"] is True and checked["plan"]["applied"] is False
+        assert "kvm" in checked["diff"]["after"]
         assert (kvm.stat().st_mode & 0o777, kvm.stat().st_gid) == (0o600, 0)
 
         fixed = play(collections, tmp_path, task)
@@ -259,7 +259,9 @@ def test_missing_library_fails_clearly(collections: Path, tmp_path: Path) -> Non
     venv.create(bare, with_pip=False)  # the same Python, without the project's packages
     python = str(bare / "bin" / "python")
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    assert subprocess.run([python, "-c", "import nestvirt"], env=clean, check=False).returncode
+    assert subprocess.run(
+        [python, "-c", "import nestvirt"], env=clean, capture_output=True, check=False
+    ).returncode
     for task in (
         "nestvirt.nested.nestvirt_facts: {}",
         "nestvirt.nested.nestvirt_vm: {name: lab1}",
