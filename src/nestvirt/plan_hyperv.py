@@ -593,6 +593,8 @@ __all__ = [
     "adopt_record",
     "check_memory",
     "definition_of",
+    "dump_settings",
+    "load_settings",
     "plan_disable",
     "plan_enable",
     "plan_json",

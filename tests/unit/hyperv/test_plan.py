@@ -356,3 +356,34 @@ def test_undo_vm_gone(demo_doc: dict[str, Any]) -> None:
         undo(t, entry, vm_id)
     with pytest.raises(UsageError, match="does not hold Hyper-V settings"):
         plan_hyperv.plan_restore("<domain/>", vm)
+
+
+def test_restore_puts_back_only_what_nestvirt_changed(demo_doc: dict[str, Any]) -> None:
+    """plan_restore with an `after`: settings someone else changed since stay as they are."""
+    vm_doc = demo_doc["vms"][0]
+    vm_doc["Get-VMNetworkAdapter"][0]["MacAddressSpoofing"] = "On"
+    before = plan_hyperv.definition_of(parse_snapshot(demo_doc).vms[0])
+    after_doc = json.loads(before)
+    after_doc["ExposeVirtualizationExtensions"] = True  # nestvirt's change
+    after = plan_hyperv.dump_settings(after_doc)
+    # now: exposed (nestvirt), startup memory and spoofing changed by someone else
+    vm_doc["Get-VMProcessor"]["ExposeVirtualizationExtensions"] = True
+    vm_doc["Get-VMMemory"]["Startup"] = 8 * GIB
+    vm_doc["Get-VMNetworkAdapter"][0]["MacAddressSpoofing"] = "Off"
+    vm = parse_snapshot(demo_doc).vms[0]
+    plan = plan_hyperv.plan_restore(before, vm, after=after)
+    assert actions(plan) == ["restore-virtualization-extensions"]
+    assert plan.changes[0].command == (
+        "Set-VMProcessor -VMName 'DemoVM' -ExposeVirtualizationExtensions $false"
+    )
+    # without `after` (a rollback): every setting of `before` that differs now
+    full = plan_hyperv.plan_restore(before, vm)
+    assert actions(full) == [
+        "restore-virtualization-extensions",
+        "restore-startup-memory",
+        "restore-mac-spoofing",
+    ]
+    (spoof,) = [c for c in full.changes if c.action == "restore-mac-spoofing"]
+    assert dict(spoof.script_args)["value"] == "On" and "on again" in spoof.summary
+    rendered = json.loads(plan_hyperv.render_settings(plan_hyperv.definition_of(vm), full))
+    assert rendered == json.loads(before)
