@@ -5,10 +5,16 @@ Standard library only: the probe imports this inside minimal lab guests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+# Every dataclass here has a docstring: without one, @dataclass computes
+# inspect.signature(cls) for __doc__ at import (docs/architecture.md, "Lazy imports").
 
 
 class Severity(StrEnum):
@@ -43,6 +49,8 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One rule's verdict on one thing: code, name, severity, a one-line message, a fix."""
+
     code: str
     name: str
     severity: Severity
@@ -95,6 +103,8 @@ def plan_document(vm: str, changes: Iterable[Change], *, applied: bool) -> dict[
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The changes that clear a VM's findings, and what no change can clear."""
+
     vm: str
     changes: tuple[Change, ...] = ()
     notes: tuple[str, ...] = ()
@@ -136,6 +146,8 @@ class _Judged:
 
 @dataclass(frozen=True, slots=True)
 class HostReport(_Judged):
+    """The host's facts and findings (nestvirt.status/1 `host`)."""
+
     name: str
     platform: str  # "linux" | "windows"
     facts: dict[str, Any]
@@ -153,6 +165,8 @@ class HostReport(_Judged):
 
 @dataclass(frozen=True, slots=True)
 class VmReport(_Judged):
+    """One VM's findings (nestvirt.status/1 `vms[]`)."""
+
     name: str
     backend: str  # "libvirt" | "hyperv"
     state: str  # "running" | "off" | "saved" | "paused" | …
@@ -170,6 +184,8 @@ class VmReport(_Judged):
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
+    """What `nestvirt status` found: the nestvirt.status/1 document and notes for stderr."""
+
     host: HostReport
     vms: tuple[VmReport, ...] = ()
     notes: tuple[str, ...] = ()  # e.g. "qemu:///system did not answer: …" (stderr, not JSON)

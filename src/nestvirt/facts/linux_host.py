@@ -13,7 +13,6 @@ import re
 import stat
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from nestvirt.facts.container import ContainerFacts
 from nestvirt.facts.container import gather as container_facts
@@ -23,9 +22,11 @@ from nestvirt.model import Unknown
 from nestvirt.probe.result import HypervisorInfo, ProbeResult
 from nestvirt.vocabulary import AMD, INTEL
 
-SYS_MODULE = Path("/sys/module")
-KVM_DEVICE = Path("/dev/kvm")
-QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+# Paths as str, read through os and open(): pathlib (with urllib.parse and ipaddress) is
+# milliseconds of `nestvirt status` start-up (docs/architecture.md, "Lazy imports").
+SYS_MODULE = "/sys/module"
+KVM_DEVICE = "/dev/kvm"
+QEMU_CONF = "/etc/libvirt/qemu.conf"
 # Debian builds libvirt with these defaults when qemu.conf leaves user/group unset.
 QEMU_DEFAULT_USER, QEMU_DEFAULT_GROUP = "libvirt-qemu", "kvm"
 
@@ -36,6 +37,8 @@ MSR_VM_CR = 0xC0010114
 
 @dataclass(frozen=True, slots=True)
 class KvmDevice:
+    """/dev/kvm as this process sees it."""
+
     exists: bool
     accessible: bool  # read+write for this process
     mode: str | None = None  # "0600"
@@ -55,6 +58,8 @@ class LibvirtQemuAccess:
 
 @dataclass(frozen=True, slots=True)
 class LinuxHostFacts:
+    """Everything the host rules (NV-H, and NV-G/NV-C through guest and container) read."""
+
     hostname: str
     kernel: str
     cpu_vendor: str | Unknown  # vendor_id: GenuineIntel, AuthenticAMD, …
@@ -86,14 +91,20 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         from nestvirt.probe import run_probe as probe
 
         probe_result = probe(timeout=probe_timeout)
-    hypervisor = _hypervisor()
+    # The probe asked CPUID the same question (cpuid.detect_hypervisor, cached per process);
+    # its answer is this one also when the probe ran in a child (nestvirt.probe.prefetch).
+    hypervisor = (
+        probe_result.hypervisor
+        if probe_result is not None and probe_result.hypervisor is not None
+        else _hypervisor()
+    )
     return LinuxHostFacts(
         hostname=os.uname().nodename,  # gethostname(2), without importing socket
         kernel=os.uname().release,
         cpu_vendor=vendor,
         cpu_model=cpuinfo.get("model name", Unknown("no model name in /proc/cpuinfo")),
         cpu_virt_flags=flags,
-        kvm_loaded=(SYS_MODULE / "kvm").is_dir(),
+        kvm_loaded=os.path.isdir(os.path.join(SYS_MODULE, "kvm")),
         kvm_vendor_modules=modules,
         nested={m: v for m in modules if (v := nested_param(m)) is not None},
         kvm_device=device,
@@ -111,7 +122,8 @@ def _cpuinfo() -> dict[str, str]:
     """The first processor's entry of /proc/cpuinfo."""
     entry: dict[str, str] = {}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
     except OSError:
         return entry
     for line in text.splitlines():
@@ -127,7 +139,7 @@ def _cpuinfo() -> dict[str, str]:
 def vendor_modules() -> tuple[str, ...]:
     """Loaded modules that serve /dev/kvm for a CPU vendor (kvm_intel, kvm_amd, kvm_pvm, …)."""
     try:
-        names = sorted(p.name for p in SYS_MODULE.iterdir())
+        names = sorted(os.listdir(SYS_MODULE))
     except OSError:
         return ()
     return tuple(n for n in names if n.startswith("kvm_") and n != "kvm_common")
@@ -135,16 +147,17 @@ def vendor_modules() -> tuple[str, ...]:
 
 def nested_param(module: str) -> str | None:
     try:
-        return (SYS_MODULE / module / "parameters" / "nested").read_text().strip()
+        with open(os.path.join(SYS_MODULE, module, "parameters", "nested")) as f:
+            return f.read().strip()
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
 
 
-def kvm_device(path: Path = KVM_DEVICE) -> KvmDevice:
+def kvm_device(path: str | os.PathLike[str] = KVM_DEVICE) -> KvmDevice:
     try:
-        st = path.stat()
+        st = os.stat(path)
     except FileNotFoundError:
         return KvmDevice(exists=False, accessible=False)
     return KvmDevice(
@@ -158,7 +171,9 @@ def kvm_device(path: Path = KVM_DEVICE) -> KvmDevice:
 
 def mem_available() -> int | Unknown:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        with open("/proc/meminfo") as f:
+            text = f.read()
+        for line in text.splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError) as exc:
@@ -203,10 +218,13 @@ def _hypervisor() -> HypervisorInfo | Unknown:
         return Unknown(f"CPUID not run: {exc}")
 
 
-def libvirt_qemu_access(device: KvmDevice, conf: Path = QEMU_CONF) -> LibvirtQemuAccess | None:
+def libvirt_qemu_access(
+    device: KvmDevice, conf: str | os.PathLike[str] = QEMU_CONF
+) -> LibvirtQemuAccess | None:
     """Whether the user/group in qemu.conf can open /dev/kvm (NV-H09)."""
     try:
-        text = conf.read_text()
+        with open(conf) as f:
+            text = f.read()
     except FileNotFoundError:
         return None
     except PermissionError:
@@ -226,10 +244,10 @@ def _conf_value(text: str, key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def can_open(user: str, group: str, path: Path = KVM_DEVICE) -> bool | Unknown:
+def can_open(user: str, group: str, path: str | os.PathLike[str] = KVM_DEVICE) -> bool | Unknown:
     """Read+write for user/group by mode bits, owner and supplementary groups."""
     try:
-        st = path.stat()
+        st = os.stat(path)
         uid, gids = _account_ids(user, group)
     except KeyError as exc:
         return Unknown(f"no such account: {exc.args[0]}")

@@ -31,9 +31,174 @@ def run_probe(
 
     `timeout` is how long each guest may run (seconds) before it counts as hung.
     KVM failures come back as `Failure`s in the result; only bad arguments raise
-    (ValueError).
+    (ValueError). A probe `prefetch`ed with the same arguments is the answer, when its
+    process gave one.
     """
+    started = _prefetched.pop((timeout, tuple(modes), device), None)
+    if started is not None:
+        result = started.collect()
+        if result is not None:
+            return result
     return _probe(timeout, modes, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe in a child process, started before it is asked for
+#
+# `nestvirt status --host-only` needs the probe's answer only after it has imported its
+# rules and read the other facts; started first, in a forked child, the probe (VM
+# set-up, 2 × 200 exits, VM teardown: about as long as those imports) runs meanwhile
+# on another CPU. The child runs exactly `_probe` and sends the ProbeResult back
+# (marshal: plain values); if it sends nothing usable, run_probe runs the probe here
+# (the same exceptions, then, as without a prefetch).
+
+_prefetched: dict[tuple[float, tuple[str, ...], str], _Child] = {}
+
+
+class _Child:
+    """A forked `_probe(*key)`: its pid and the read end of its pipe."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    def collect(self) -> ProbeResult | None:
+        """Wait for the child; its result, or None when it failed."""
+        import marshal
+        import os
+
+        chunks = []
+        try:
+            while chunk := os.read(self.fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            _, status = os.waitpid(self.pid, 0)
+        if status != 0 or not chunks:
+            return None
+        try:
+            return _from_wire(marshal.loads(b"".join(chunks)))
+        except (ValueError, TypeError, EOFError):
+            return None
+
+    def discard(self) -> None:
+        """Stop and reap the child (its probe was not asked for)."""
+        import os
+        import signal
+        from contextlib import suppress
+
+        os.close(self.fd)
+        with suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+
+
+def prefetch(
+    timeout: float = 2.0, modes: tuple[str, ...] = DEFAULT_MODES, device: str = "/dev/kvm"
+) -> bool:
+    """Start `run_probe(timeout, modes, device)` now in a child process; the next
+    run_probe with these arguments returns its result. Nothing starts where `device`
+    does not exist (status runs no probe then) or fork fails. Whether a child started."""
+    import os
+
+    key = (timeout, tuple(modes), device)
+    if key in _prefetched or not os.path.exists(device):
+        return False
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return False
+    if pid == 0:  # pragma: no cover (the child ends in os._exit, coverage never sees it)
+        _child(write_fd, read_fd, key)
+    os.close(write_fd)
+    _prefetched[key] = _Child(pid, read_fd)
+    return True
+
+
+def discard_prefetched() -> None:
+    """Stop every prefetched probe nobody asked for."""
+    while _prefetched:
+        _, child = _prefetched.popitem()
+        child.discard()
+
+
+def _child(fd: int, other: int, key: tuple[float, tuple[str, ...], str]) -> None:
+    """In the forked child: run the probe, write its result to `fd`, exit. Never returns."""
+    import os
+
+    code = 1
+    try:
+        import _signal  # type: ignore[import-not-found]
+
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # Ctrl-C ends it, quietly
+        os.close(other)
+        for pending in _prefetched.values():  # other children's pipes are not ours
+            os.close(pending.fd)
+        import marshal
+
+        data = memoryview(marshal.dumps(_to_wire(_probe(*key))))
+        while data:
+            data = data[os.write(fd, data) :]
+        code = 0
+    except BaseException:  # the parent runs the probe itself, and sees it fail
+        pass
+    finally:
+        os._exit(code)
+
+
+def _to_wire(result: ProbeResult) -> tuple[Any, ...]:
+    """A ProbeResult as plain values (marshal's), _from_wire's inverse."""
+
+    def failure(f: Failure | None) -> tuple[str, str] | None:
+        return None if f is None else (str(f.stage), f.detail)
+
+    hv = result.hypervisor
+    return (
+        result.ok,
+        result.device,
+        result.api_version,
+        dict(result.capabilities),
+        {m: (r.ok, r.exits, r.us_per_exit, failure(r.failure)) for m, r in result.modes.items()},
+        failure(result.failure),
+        None
+        if hv is None
+        else (
+            hv.present,
+            hv.signature,
+            hv.name,
+            tuple((e.source, e.value, e.strong) for e in hv.evidence),
+        ),
+        tuple(result.virt_extensions),
+        result.vendor_module,
+        result.cpu_vendor,
+    )
+
+
+def _from_wire(data: tuple[Any, ...]) -> ProbeResult:
+    from nestvirt.model import Evidence
+
+    def failure(f: tuple[str, str] | None) -> Failure | None:
+        return None if f is None else Failure(Stage(f[0]), f[1])
+
+    ok, device, version, caps, modes, first, hv, extensions, module, cpu_vendor = data
+    results = {m: ModeResult(r[0], r[1], r[2], failure(r[3])) for m, r in modes.items()}
+    return ProbeResult(
+        ok=ok,
+        device=device,
+        api_version=version,
+        capabilities=caps,
+        modes=results,
+        failure=failure(first),
+        hypervisor=None
+        if hv is None
+        else HypervisorInfo(hv[0], hv[1], hv[2], tuple(Evidence(*e) for e in hv[3])),
+        virt_extensions=tuple(extensions),
+        vendor_module=module,
+        cpu_vendor=cpu_vendor,
+    )
 
 
 def _probe(

@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from pathlib import Path
 
 from nestvirt.probe.guests import CODE_ADDRESS, LONG, REAL, Guest
 from nestvirt.probe.result import Failure, ModeResult, Stage
@@ -214,13 +213,13 @@ def capabilities(kvm_fd: int) -> dict[str, bool | int]:
     return caps
 
 
-def vendor_module(sys_module: Path = Path("/sys/module")) -> str | None:
+def vendor_module(sys_module: str | os.PathLike[str] = "/sys/module") -> str | None:
     """Which loaded (or built-in) module serves KVM: kvm_intel, kvm_amd, or another kvm_*."""
     for name in HARDWARE_KVM_MODULES:
-        if (sys_module / name).is_dir():
+        if os.path.isdir(os.path.join(sys_module, name)):
             return name
     try:
-        others = sorted(p.name for p in sys_module.iterdir() if p.name.startswith("kvm_"))
+        others = sorted(n for n in os.listdir(sys_module) if n.startswith("kvm_"))
     except OSError:
         return None
     return others[0] if others else None

@@ -32,6 +32,8 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
+    """Where the probe stopped and why."""
+
     stage: Stage
     detail: str  # one line with real values: errno name, exit reason, port/value seen
 
@@ -58,6 +60,8 @@ class HypervisorInfo:
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """The probe's whole answer (`nestvirt probe --json` prints it as nestvirt.probe/1)."""
+
     ok: bool  # every requested mode ran and ended as expected
     device: str  # "/dev/kvm"
     api_version: int | None
