@@ -12,13 +12,27 @@ is cheap: the KVM and CPUID modules load when the probe runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from nestvirt.model import Finding
-from nestvirt.probe.result import Failure, HypervisorInfo, ModeResult, ProbeResult, Stage
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import Any
+
+    from nestvirt.model import Finding
     from nestvirt.probe.guests import Guest
+    from nestvirt.probe.result import Failure, HypervisorInfo, ModeResult, ProbeResult, Stage
+
+# The result types, re-exported here, load with their first use: `prefetch` forks the
+# probe's child before anything else is imported (so the child imports what the probe
+# needs while this process imports the rest).
+_RESULT_TYPES = ("Failure", "HypervisorInfo", "ModeResult", "ProbeResult", "Stage")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RESULT_TYPES:
+        from nestvirt.probe import result
+
+        return getattr(result, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SCHEMA = "nestvirt.probe/1"
 DEFAULT_MODES = ("real", "long")
@@ -179,6 +193,7 @@ def _to_wire(result: ProbeResult) -> tuple[Any, ...]:
 
 def _from_wire(data: tuple[Any, ...]) -> ProbeResult:
     from nestvirt.model import Evidence
+    from nestvirt.probe.result import Failure, HypervisorInfo, ModeResult, ProbeResult, Stage
 
     def failure(f: tuple[str, str] | None) -> Failure | None:
         return None if f is None else Failure(Stage(f[0]), f[1])
@@ -212,6 +227,7 @@ def _probe(
 
     from nestvirt.probe import cpuid, kvm
     from nestvirt.probe.guests import MODES, loop_guest
+    from nestvirt.probe.result import Failure, ModeResult, ProbeResult, Stage
 
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
@@ -277,6 +293,8 @@ def _probe(
 
 def to_json(result: ProbeResult, findings: list[Finding]) -> dict[str, Any]:
     """The `nestvirt.probe/1` document of docs/contracts.md, exactly."""
+    from nestvirt.probe.result import HypervisorInfo
+
     hypervisor = result.hypervisor or HypervisorInfo(False, None, None)
     return {
         "schema": SCHEMA,
