@@ -73,21 +73,54 @@ class DomainXml:
 def read_domain_xml(root: Any) -> DomainXml:
     """The definition's own fields from a parsed <domain> (lxml or xml.etree: the
     ElementTree API only, so the guard's hook stays on the standard library)."""
-    cpu = root.find("cpu")
-    balloon = root.find("devices/memballoon")
-    max_memory = root.find("maxMemory")
-    return DomainXml(
-        name=root.findtext("name") or "",
+    return read_domain_parts(root)[0]
+
+
+def read_domain_parts(root: Any) -> tuple[DomainXml, dict[str, Any]]:
+    """read_domain_xml, and the first of each child of <domain> and <devices> it met, by
+    tag (devices' children as "devices/TAG"), so a caller need not look for them again.
+
+    One pass over the children instead of a find() a field: what root.find(path) and
+    root.findall(path) would answer, the first element in document order for each."""
+    first: dict[str, Any] = {}
+    features: dict[str, str] = {}
+    virtio_mem = 0
+    for child in root:
+        tag = child.tag
+        if tag not in first:
+            first[tag] = child
+        if tag == "cpu":  # cpu/feature: of every <cpu>, as findall would
+            for f in child:
+                if f.tag == "feature":
+                    name = f.get("name")
+                    if name:
+                        features[name] = f.get("policy", "require")
+        elif tag == "devices":
+            for device in child:
+                key = f"devices/{device.tag}" if isinstance(device.tag, str) else None
+                if key is not None and key not in first:
+                    first[key] = device
+                if key == "devices/memory" and device.get("model") == "virtio-mem":
+                    virtio_mem += 1
+    cpu = first.get("cpu")
+    balloon = first.get("devices/memballoon")
+    max_memory = first.get("maxMemory")
+    memory = first.get("memory")
+    current = first.get("currentMemory")
+    name = first.get("name")
+    domain = DomainXml(
+        name=(name.text or "") if name is not None else "",
         domain_type=root.get("type", ""),
         cpu_mode=None if cpu is None else cpu.get("mode", "custom"),
         cpu_model=None if cpu is None else cpu.findtext("model"),
-        cpu_features=cpu_features_of(root),
-        memory_kib=_kib(root.find("memory")),
-        current_memory_kib=_kib(_first(root, "currentMemory", "memory")),
+        cpu_features=features,
+        memory_kib=_kib(memory),
+        current_memory_kib=_kib(memory if current is None else current),
         max_memory_kib=None if max_memory is None else _kib(max_memory),
-        virtio_mem_devices=len(root.findall("devices/memory[@model='virtio-mem']")),
+        virtio_mem_devices=virtio_mem,
         balloon_model=None if balloon is None else balloon.get("model"),
     )
+    return domain, first
 
 
 def cpu_features_of(root: Any) -> dict[str, str]:
@@ -101,12 +134,3 @@ def cpu_features_of(root: Any) -> dict[str, str]:
 
 def _kib(element: Any) -> int:
     return 0 if element is None else xml_kib(element.text, element.get("unit", "KiB"))
-
-
-def _first(root: Any, *paths: str) -> Any:
-    # lxml elements without children are falsy: compare with None, never `or`.
-    for path in paths:
-        node = root.find(path)
-        if node is not None:
-            return node
-    return None
