@@ -52,7 +52,7 @@ def test_batched_facts_equal_one_by_one(many: list[str]) -> None:
     conn = session.open_connection("qemu:///system", readonly=True)
     try:
         doms = [backend.lookup_domain(conn, n) for n in many]
-        batched = backend.all_vm_facts(conn, doms)
+        batched = list(backend.all_vm_facts(conn, doms))
         one_by_one = [backend.vm_facts(conn, d) for d in doms]
     finally:
         conn.close()
@@ -78,6 +78,6 @@ def test_a_domain_undefined_meanwhile_is_left_out(qemu_conn: libvirt.virConnect)
     try:
         listed = backend.lookup_domain(conn, name)
         dom.undefine()
-        assert backend.all_vm_facts(conn, [listed]) == []
+        assert list(backend.all_vm_facts(conn, [listed])) == []
     finally:
         conn.close()

@@ -6,6 +6,7 @@ libvirt do not pay for them.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from nestvirt.facts.libvirt_vm import (
     Interface,
     LibvirtVmFacts,
     cpu_features_of,
-    read_domain_xml,
+    read_domain_parts,
 )
 from nestvirt.guestcpu import LIBVIRT, QEMU_DEFAULT_MODEL, GuestCpu
 from nestvirt.model import Unknown
@@ -149,8 +150,6 @@ def vm_facts(
     conn: libvirt_t.virConnect, dom: libvirt_t.virDomain, fetched: Fetched | None = None
 ) -> LibvirtVmFacts:
     """Everything the VM rules read, from the inactive (and live) definition."""
-    from lxml import etree
-
     if fetched is None:
         running = dom.isActive() == 1
         managed_save = _has_managed_save(dom)
@@ -162,12 +161,60 @@ def vm_facts(
             has_managed_save=managed_save,
             snapshot_count=_snapshot_count(dom),
         )
-    root = etree.fromstring(fetched.xml.encode())
+    read, root = _read(fetched)
+    return _assemble(conn, dom, fetched, read, root)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What a domain's definitions say by themselves: read_domain_xml, the key of its
+    guest CPU's answer (guest_cpu), its interfaces before their nwfilters are followed."""
+
+    domain: DomainXml
+    cpu_key: tuple[str, ...]
+    interfaces: tuple[
+        tuple[str | None, str, str | None, str | None], ...
+    ]  # mac, type, source, filter
+    live_features: dict[str, str] | None
+
+
+def _read(fetched: Fetched) -> tuple[_Read, Any]:
+    """The parse of one domain (no libvirt call): the _Read and the parsed inactive XML."""
+    root = _parse(fetched.xml)
     live_features = None
     if fetched.live_xml is not None:
-        live_features = cpu_features_of(etree.fromstring(fetched.live_xml.encode()))
+        live_features = cpu_features_of(_parse(fetched.live_xml))
+    domain, first = read_domain_parts(root)
+    interfaces = []
+    for iface in root.findall("devices/interface"):
+        ref = iface.find("filterref")
+        source = iface.find("source")
+        source_name = None
+        if source is not None:
+            source_name = next(
+                (source.get(k) for k in ("network", "bridge", "dev", "name") if source.get(k)),
+                None,
+            )
+        mac = iface.find("mac")
+        interfaces.append(
+            (
+                None if mac is None else mac.get("address"),
+                iface.get("type", ""),
+                source_name,
+                None if ref is None else ref.get("filter"),
+            )
+        )
+    read = _Read(domain, _guest_cpu_key(root, first), tuple(interfaces), live_features)
+    return read, root
+
+
+def _assemble(
+    conn: libvirt_t.virConnect, dom: libvirt_t.virDomain, fetched: Fetched, read: _Read, root: Any
+) -> LibvirtVmFacts:
+    """The facts of a read domain, with the connection's answers (each asked once).
+    `root`: a parsed definition with the guest CPU of `read` (any domain of that key)."""
+    domain = read.domain
     vendor, extensions = host_cpu(conn)
-    domain = read_domain_xml(root)
     return LibvirtVmFacts(
         name=dom.name(),
         uri=_uri(conn),
@@ -178,18 +225,29 @@ def vm_facts(
         cpu_mode=domain.cpu_mode,
         cpu_model=domain.cpu_model,
         cpu_features=domain.cpu_features,
-        guest_cpu=guest_cpu(conn, root, domain),
-        live_cpu_features=live_features,
+        guest_cpu=_once(conn, read.cpu_key, lambda: _guest_cpu(conn, root, domain)),
+        live_cpu_features=read.live_features,
         memory_kib=domain.memory_kib,
         current_memory_kib=domain.current_memory_kib,
         max_memory_kib=domain.max_memory_kib,
         virtio_mem_devices=domain.virtio_mem_devices,
         balloon_model=domain.balloon_model,
-        interfaces=tuple(_interfaces(conn, root)),
+        interfaces=tuple(_interface(conn, *i) for i in read.interfaces),
         has_managed_save=fetched.has_managed_save,
         snapshot_count=fetched.snapshot_count,
         host_kvm=host_kvm(conn),
     )
+
+
+def _parse(xml: str) -> Any:
+    """A domain's XML as libvirt gives it (a str without an encoding declaration: parsed
+    as it is, no encode() of every definition first)."""
+    from lxml import etree
+
+    try:
+        return etree.fromstring(xml)
+    except ValueError:  # "Unicode strings with encoding declaration are not supported"
+        return etree.fromstring(xml.encode())
 
 
 # Threads fetching domain XML at once: libvirt-python drops the GIL while it waits, the
@@ -203,17 +261,20 @@ def all_vm_facts(
     domains: list[libvirt_t.virDomain],
     *,
     workers: int = FETCH_WORKERS,
-) -> list[LibvirtVmFacts]:
-    """vm_facts for many domains, with batched libvirt calls where libvirt has them.
+) -> Iterator[LibvirtVmFacts]:
+    """vm_facts for many domains, with batched libvirt calls where libvirt has them;
+    yielded in the order of `domains` as they are read, so the caller judges the first
+    while the rest are still fetched.
 
     State, managed-save images and snapshot presence come from three calls for all the
     domains (domainListGetStats, listAllDomains with filters); each domain's XML is one
     call, made by a small thread pool. A domain undefined meanwhile is left out."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     lv = _libvirt()
     if not domains:
-        return []
+        return
     states = _batched_states(conn, domains)
     saved = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
     with_snapshots = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
@@ -245,9 +306,54 @@ def all_vm_facts(
                 return None  # undefined while we looked
             raise
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(domains)))) as pool:
-        fetched = list(pool.map(fetch, domains))
-    return [vm_facts(conn, d, f) for d, f in zip(domains, fetched, strict=True) if f is not None]
+    # Each domain is read while the pool still fetches the ones after it; what is asked
+    # once per connection (capabilities, the guest CPU of each distinct definition, each
+    # nwfilter chain) is asked by `answers` as soon as a domain needs it, side by side;
+    # a domain's facts are yielded (in order) once its answers are in.
+    answers = ThreadPoolExecutor(max_workers=ANSWER_WORKERS)
+    try:
+        for ask in (host_cpu, host_kvm, _uri):
+            answers.submit(ask, conn)
+        waiting: deque[tuple[libvirt_t.virDomain, Fetched, _Read, Any]] = deque()
+        roots: dict[tuple[str, ...], Any] = {}  # a parsed definition for each guest-CPU key
+        filters: set[str] = set()
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(domains)))) as pool:
+            for dom, fetched in zip(domains, pool.map(fetch, domains), strict=True):
+                if fetched is None:
+                    continue
+                read, root = _read(fetched)
+                if read.cpu_key not in roots:
+                    roots[read.cpu_key] = root
+                    answers.submit(_once, conn, read.cpu_key, _asker(conn, root, read.domain))
+                for *_, top in read.interfaces:
+                    if top and top not in filters:
+                        filters.add(top)
+                        answers.submit(_filter_chain, conn, top)
+                waiting.append((dom, fetched, read, roots[read.cpu_key]))
+                while waiting and _answered(conn, waiting[0][2]):
+                    yield _assemble(conn, *waiting.popleft())
+        while waiting:
+            yield _assemble(conn, *waiting.popleft())
+    finally:
+        answers.shutdown(wait=True)
+
+
+def _answered(conn: libvirt_t.virConnect, read: _Read) -> bool:
+    """Whether _assemble(read) would find every answer it needs asked already."""
+    answers = _ANSWERS.get(conn)
+    if answers is None:
+        return False
+    keys = [("host-cpu",), ("host-kvm",), ("uri",), read.cpu_key]
+    keys += [("filter-chain", top) for *_, top in read.interfaces if top]
+    return all(k in answers for k in keys)
+
+
+# Threads asking the once-per-connection questions of all_vm_facts side by side.
+ANSWER_WORKERS = 4
+
+
+def _asker(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> Callable[[], GuestCpu]:
+    return lambda: _guest_cpu(conn, root, domain)
 
 
 def _batched_states(
@@ -288,10 +394,24 @@ _ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.W
 _SECURE_DENIED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
+_KEY_LOCKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], threading.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCKS_LOCK = threading.Lock()
+
+
 def _once(conn: libvirt_t.virConnect, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+    """compute() once per connection and key, also when all_vm_facts' workers ask at once
+    (the others wait for the first). An answer never waits on one that waits on it: the
+    guest CPU asks the URI, the translator and the host CPU, which ask nothing."""
     answers = _ANSWERS.setdefault(conn, {})
-    if key not in answers:
-        answers[key] = compute()
+    if key in answers:
+        return cast(T, answers[key])
+    with _LOCKS_LOCK:
+        lock = _KEY_LOCKS.setdefault(conn, {}).setdefault(key, threading.Lock())
+    with lock:
+        if key not in answers:
+            answers[key] = compute()
     return cast(T, answers[key])
 
 
@@ -340,6 +460,10 @@ def _host_cpu(conn: libvirt_t.virConnect) -> tuple[str | None, tuple[str, ...]]:
 # ------------------------------------------------------------ the guest CPU
 
 
+# QemuCpuOracle is not thread-safe: all_vm_facts' workers make and ask it one at a time.
+_ORACLE_LOCK = threading.Lock()
+
+
 @cache
 def oracle() -> QemuCpuOracle:
     """This process's QEMU oracle; its QEMUs quit and its cache is saved at exit."""
@@ -352,19 +476,28 @@ def oracle() -> QemuCpuOracle:
     return answers
 
 
-def guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> GuestCpu:
+def guest_cpu(
+    conn: libvirt_t.virConnect, root: Any, domain: DomainXml, first: dict[str, Any] | None = None
+) -> GuestCpu:
     """What the guest CPU of this definition gets (nestvirt.guestcpu): QEMU's answer on
-    a local connection, the table otherwise or when QEMU cannot be asked. `domain` is
-    `root` as read_domain_xml reads it."""
+    a local connection, the table otherwise or when QEMU cannot be asked. `domain` and
+    `first` are `root` as read_domain_parts reads it."""
+    if first is None:
+        first = read_domain_parts(root)[1]
+    return _once(conn, _guest_cpu_key(root, first), lambda: _guest_cpu(conn, root, domain))
+
+
+def _guest_cpu_key(root: Any, first: dict[str, Any]) -> tuple[str, ...]:
+    """The parts _cpu_query_xml copies, serialised as they stand (no copy per domain)."""
     from lxml import etree
 
-    # keyed by the parts _cpu_query_xml copies, serialised as they stand (no copy per domain)
-    parts = [root.get("type", "kvm")]
-    for path in ("os/type", "features", "cpu", "devices/emulator"):
-        node = root.find(path)
-        parts.append("" if node is None else etree.tostring(node, with_tail=False).decode())
-    key = ("guest-cpu", *parts)
-    return _once(conn, key, lambda: _guest_cpu(conn, root, domain))
+    os_node = first.get("os")
+    types = [] if os_node is None else [t for t in os_node if t.tag == "type"]
+    nodes = (*types, first.get("features"), first.get("cpu"), first.get("devices/emulator"))
+    key: tuple[str, ...] = ("guest-cpu", root.get("type", "kvm"), str(len(types)))
+    return key + tuple(
+        "" if n is None else etree.tostring(n, with_tail=False).decode() for n in nodes
+    )
 
 
 def _guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> GuestCpu:
@@ -378,7 +511,8 @@ def _guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> Gues
             why = argv
         else:
             emulator, accel, cpu_arg = argv
-            answer = oracle().expand(emulator, accel, cpu_arg)
+            with _ORACLE_LOCK:
+                answer = oracle().expand(emulator, accel, cpu_arg)
             if not isinstance(answer, str):
                 return answer
             why = answer
@@ -547,32 +681,23 @@ def _model_vendors(conn: libvirt_t.virConnect, virt_type: str) -> dict[str, str]
     return {(m.text or "").strip(): m.get("vendor", "unknown") for m in models}
 
 
-def _interfaces(conn: libvirt_t.virConnect, root: Any) -> Iterator[Interface]:
-    for iface in root.findall("devices/interface"):
-        ref = iface.find("filterref")
-        top = None if ref is None else ref.get("filter")
-        chain: tuple[str, ...] = ()
-        blocks: bool | Unknown = False
-        xml: tuple[tuple[str, str], ...] = ()
-        if top:
-            chain, blocks, xml = _filter_chain(conn, top)
-        source = iface.find("source")
-        source_name = None
-        if source is not None:
-            source_name = next(
-                (source.get(k) for k in ("network", "bridge", "dev", "name") if source.get(k)),
-                None,
-            )
-        mac = iface.find("mac")
-        yield Interface(
-            mac=None if mac is None else mac.get("address"),
-            kind=iface.get("type", ""),
-            source=source_name,
-            filter=top,
-            filter_chain=chain,
-            blocks_foreign_mac=blocks,
-            filter_xml=xml,
-        )
+def _interface(
+    conn: libvirt_t.virConnect, mac: str | None, kind: str, source: str | None, top: str | None
+) -> Interface:
+    chain: tuple[str, ...] = ()
+    blocks: bool | Unknown = False
+    xml: tuple[tuple[str, str], ...] = ()
+    if top:
+        chain, blocks, xml = _filter_chain(conn, top)
+    return Interface(
+        mac=mac,
+        kind=kind,
+        source=source,
+        filter=top,
+        filter_chain=chain,
+        blocks_foreign_mac=blocks,
+        filter_xml=xml,
+    )
 
 
 def _filter_chain(
