@@ -6,10 +6,11 @@ import json
 import re
 import sys
 from collections.abc import Iterable
+from functools import lru_cache
 from itertools import chain
 from typing import Any, TextIO
 
-from nestvirt.model import Finding, HostReport, Severity, StatusReport, Verdict
+from nestvirt.model import Finding, Severity, StatusReport, Verdict
 
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 VERDICT_STYLE = {Verdict.READY: "bold green", Verdict.NOT_READY: "bold red"}
@@ -123,24 +124,31 @@ def plain_table(findings: Iterable[Finding], width: int) -> str | None:
     """findings_table(findings) as a style-less rich Console `width` wide prints it; None
     where this layout is not known to be rich's (then ask rich)."""
     rows = [(f.code, str(f.severity), f.message, f.fix or "") for f in findings]
-    columns = list(zip(_HEADERS, *rows, strict=True))
-    for cells in columns:
-        for text in cells:
+    for row in rows:
+        for text in row:
             if not (text.isascii() and text.isprintable()):
                 return None
-    if any(("[" in code or ":" in code) for code in columns[0]):  # markup, emoji codes
-        return None
-    widths = _column_widths(columns, width)
+        if "[" in row[0] or ":" in row[0]:  # markup, emoji codes
+            return None
+    rows.insert(0, _HEADERS)
+    widths = _column_widths(tuple(max(len(row[i]) for row in rows) for i in range(4)), width)
     if min(widths) < 3:
         return None
-    lines: list[str] = []
     blanks = [" " * w for w in widths]
-    for row in zip(*columns, strict=True):
-        laid = [
-            _cell_lines(text, w - 2, no_wrap)
-            for text, w, no_wrap in zip(row, widths, _NO_WRAP, strict=True)
-        ]
-        for i in range(max(map(len, laid))):
+    code_w, severity_w, finding_w, fix_w = (w - 2 for w in widths)
+    lines: list[str] = []
+    for code, severity, message, fix in rows:
+        laid = (
+            _one_line(code, code_w),
+            _one_line(severity, severity_w),
+            _cell_lines(message, finding_w),
+            _cell_lines(fix, fix_w),
+        )
+        height = max(len(laid[2]), len(laid[3]))
+        if height == 1:
+            lines.append(f" {laid[0][0]}  {laid[1][0]}  {laid[2][0]}  {laid[3][0]} ")
+            continue
+        for i in range(height):
             lines.append(
                 "".join(
                     f" {c[i]} " if i < len(c) else blank
@@ -149,24 +157,27 @@ def plain_table(findings: Iterable[Finding], width: int) -> str | None:
             )
     if sum(widths) > width:  # Console.print crops what is wider than the console
         lines = [line[:width] for line in lines]
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    return "\n".join(lines)
 
 
-def _widest(texts: Iterable[str], max_width: int) -> int:
-    """The maximum of Table._measure_column for padded (0, 1) text cells: every step of
-    Padding's and Text's measures comes down to the longest text plus the padding."""
-    return 0 if max_width < 1 else min(max(map(len, texts)) + 2, max_width)
+@lru_cache(maxsize=1024)
+def _column_widths(longest: tuple[int, ...], max_width: int) -> tuple[int, ...]:
+    """Table._calculate_column_widths for padded (0, 1) text cells whose longest texts
+    are `longest` long: each step of Padding's and Text's measures comes down to the
+    longest text plus the padding (the column's maximum; its minimum is never used)."""
 
+    def widest(length: int, max_width: int) -> int:
+        return 0 if max_width < 1 else min(length + 2, max_width)
 
-def _column_widths(columns: list[tuple[str, ...]], max_width: int) -> list[int]:
-    widths = [_widest(cells, max_width) or 1 for cells in columns]
+    widths = [widest(n, max_width) or 1 for n in longest]
     if sum(widths) > max_width:
         widths = _collapse(widths, [not no_wrap for no_wrap in _NO_WRAP], max_width)
         if sum(widths) > max_width:  # last resort, reduce columns evenly
             excess = sum(widths) - max_width
             widths = _ratio_reduce(excess, [1] * len(widths), widths, widths)
-        widths = [_widest(cells, w) for cells, w in zip(columns, widths, strict=True)]
-    return widths
+        widths = [widest(n, w) for n, w in zip(longest, widths, strict=True)]
+    return tuple(widths)
 
 
 def _collapse(widths: list[int], wrapable: list[bool], max_width: int) -> list[int]:
@@ -211,14 +222,18 @@ def _ratio_reduce(
     return result
 
 
-def _cell_lines(text: str, width: int, no_wrap: bool) -> list[str]:
+@lru_cache(maxsize=256)
+def _one_line(text: str, width: int) -> tuple[str]:
+    """A no_wrap cell: Text.truncate(width, overflow ellipsis, pad)."""
+    return (text[: width - 1] + "\u2026" if len(text) > width else text.ljust(width),)
+
+
+@lru_cache(maxsize=4096)  # many VMs share a message, or a fix, word for word
+def _cell_lines(text: str, width: int) -> tuple[str, ...]:
     """Text.wrap(width, justify left, overflow ellipsis): lines exactly `width` long."""
-    if no_wrap or len(text) <= width:
-        pieces = [text]
-    elif text[0] == " ":
-        pieces = _divide_words(text, width)
-    else:
-        pieces = _divide(text, width)
+    if len(text) <= width:
+        return (text.ljust(width),)
+    pieces = _divide_words(text, width) if text[0] == " " else _divide(text, width)
     lines = []
     for piece in pieces:
         if len(piece) > width:  # Text.rstrip_end, then truncate with an ellipsis
@@ -229,7 +244,7 @@ def _cell_lines(text: str, width: int, no_wrap: bool) -> list[str]:
                 lines.append(piece[: width - 1] + "\u2026")
                 continue
         lines.append(piece.ljust(width))
-    return lines
+    return tuple(lines)
 
 
 def _divide_words(text: str, width: int) -> list[str]:
@@ -279,54 +294,6 @@ def _heading(title: str, verdict: Verdict) -> str:
     return f"[bold]{title}[/]  [{VERDICT_STYLE[verdict]}]{verdict}[/]"
 
 
-def host_summary(host: HostReport) -> list[str]:
-    """A few lines of the facts a user looks for first."""
-    facts = host.facts
-    lines = []
-    if "cpu_vendor" in facts and "kvm_device" in facts:
-        flags = ", ".join(facts.get("cpu_virt_flags") or []) or "no vmx/svm flags"
-        modules = ", ".join(facts.get("kvm_vendor_modules") or []) or "no KVM vendor module"
-        nested = ", ".join(f"{m} nested={v}" for m, v in (facts.get("nested") or {}).items())
-        lines.append(
-            f"CPU {facts['cpu_vendor']} ({flags}); {modules}" + (f"; {nested}" if nested else "")
-        )
-        device = facts["kvm_device"]
-        if device.get("exists"):
-            access = "read/write" if device.get("accessible") else "no access"
-            owner = f"{device.get('owner')}:{device.get('group')}"
-            lines.append(f"/dev/kvm {device.get('mode')} {owner} ({access} for you)")
-        hypervisor = facts.get("hypervisor") or {}
-        if hypervisor.get("present"):
-            lines.append(f"runs under {hypervisor.get('name') or 'a hypervisor'}")
-        probe = facts.get("probe")
-        if probe:
-            modes = ", ".join(
-                f"{name} {m['us_per_exit']:.1f} µs/exit"
-                if m.get("ok") and m.get("us_per_exit")
-                else f"{name} failed"
-                for name, m in (probe.get("modes") or {}).items()
-            )
-            lines.append(
-                f"KVM probe: {'guests ran' if probe.get('ok') else 'guests did not run'} ({modes})"
-            )
-    elif "build" in facts and "cpu_manufacturer" in facts:
-        caption, build = _shown(facts.get("os_caption")), _shown(facts["build"])
-        lines.append(f"{caption} (build {build})")
-        lines.append(f"CPU {_shown(facts['cpu_manufacturer'])} {_shown(facts.get('cpu_name'))}")
-        present = facts.get("hypervisor_present")
-        running = "running" if present is True else "not running" if present is False else "?"
-        feature = _shown(facts.get("hyperv_feature_state"))
-        lines.append(f"Hyper-V feature {feature}, hypervisor {running}")
-    return lines
-
-
-def _shown(value: Any) -> str:
-    """A fact as text; an Unknown (JSON {"unknown": reason}) as "unknown"."""
-    if isinstance(value, dict) and "unknown" in value:
-        return "unknown"
-    return "?" if value is None else str(value)
-
-
 _SLOT = "NESTVIRT-SLOT"
 
 
@@ -340,7 +307,7 @@ def print_status(report: StatusReport, out: TextIO | None = None) -> None:
     con = console(out)
     host = report.host
     con.print(_heading(f"Host {host.name} ({host.platform})", host.verdict))
-    for line in host_summary(host):
+    for line in host.summary:
         con.print(f"  {line}")
     if host.findings:
         con.print(findings_table(host.findings))
