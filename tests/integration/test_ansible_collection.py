@@ -121,7 +121,17 @@ def test_vm_check_fix_idempotent_undo(
     facts = play(collections, tmp_path, f"nestvirt.nested.nestvirt_facts: {{vms: [{name}]}}")
     assert "NV-V01" not in facts["vm_codes"][name]
 
-    undone = play(collections, tmp_path, task.replace("}", ", state: undone}"))
+    # changed by hand since: undo refuses, in the module's words, until force is set
+    fixed_xml = dom.XMLDesc(flags)
+    dom.connect().defineXML(
+        fixed_xml.replace("</name>", "</name>\n  <description>by hand</description>", 1)
+    )
+    refused = play(collections, tmp_path, task.replace("}", ", state: undone}"), fails=True)
+    assert refused["error"] == "UsageError" and "changed after" in refused["msg"]
+    assert "force=true" in refused["msg"] and "--force" not in refused["msg"].split("`")[0]
+    assert "by hand" in dom.XMLDesc(flags)
+
+    undone = play(collections, tmp_path, task.replace("}", ", state: undone, force: true}"))
     assert undone["changed"] is True
     assert dom.XMLDesc(flags) == before
 
@@ -228,6 +238,21 @@ def test_hyperv_snapshot_check_mode_plans_and_changes_nothing(
         "--check", env=env, fails=True,
     )  # fmt: skip
     assert missing["error"] == "NotFound" and "NoSuchVM" in missing["msg"], missing
+
+    running = tmp_path / "states.json"
+    shutil.copy(HYPERV_FIXTURES / "vm-states.json", running)
+    snapshots[running] = running.read_bytes()
+    hide = f"nestvirt.nested.nestvirt_vm: {{name: Running1, hyperv_snapshot: '{running}', "
+    no_stop = play(collections, tmp_path, hide + "state: disabled}", "--check", env=env, fails=True)
+    assert "is running" in no_stop["msg"] and "stop=true" in no_stop["msg"], no_stop
+    assert "--stop" not in no_stop["msg"]
+    stop = play(collections, tmp_path, hide + "state: disabled, stop: true}", "--check", env=env)
+    assert stop["changed"] is True
+    assert [c["action"] for c in stop["plan"]["changes"]] == [
+        "stop-vm",
+        "hide-virtualization-extensions",
+        "start-vm",
+    ]
 
     assert {path: path.read_bytes() for path in snapshots} == snapshots
     assert _state_files(state) == []

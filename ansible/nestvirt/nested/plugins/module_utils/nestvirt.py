@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import inspect
 import os
+import re
 import traceback
 from contextlib import contextmanager
 from pathlib import PurePath
@@ -63,14 +64,43 @@ def require_nestvirt(module):
         )
 
 
+# nestvirt's messages name its command-line options; a module's user sets module options
+CLI_OPTIONS = (
+    ("--dry-run", "check mode"),
+    ("--stop", "stop=true"),
+    ("--force", "force=true"),
+    ("--memory", "memory"),
+    ("--mac-spoofing", "mac_spoofing=true"),
+    ("--hyperv [HOST]", "hyperv_host"),
+    ("--hyperv HOST", "hyperv_host"),
+    ("--snapshot FILE", "hyperv_snapshot"),
+    ("--connect URI", "uri"),
+    ("--timeout", "timeout"),
+)
+_CLI_OPTION = re.compile(
+    "|".join(rf"(?<![\w-]){re.escape(cli)}(?![\w-])" for cli, _module in CLI_OPTIONS)
+)
+
+
+def module_words(message):
+    """`message` with nestvirt's command-line options named as the module's options; text
+    in backquotes (a nestvirt command to run by hand) is left as it is."""
+    names = dict(CLI_OPTIONS)
+    parts = message.split("`")
+    for index in range(0, len(parts), 2):  # outside `...`
+        parts[index] = _CLI_OPTION.sub(lambda m: names[m.group(0)], parts[index])
+    return "`".join(parts)
+
+
 @contextmanager
 def nestvirt_errors(module):
-    """Turn a nestvirt error (its one-line message) into a failed result; `error` names the
-    kind (UsageError, NotFound, ConnectError, PermissionRequired, Busy, CannotFix, ...)."""
+    """Turn a nestvirt error (its one-line message, in the module's option names) into a
+    failed result; `error` names the kind (UsageError, NotFound, ConnectError,
+    PermissionRequired, Busy, CannotFix, ...)."""
     try:
         yield
     except NestvirtError as exc:
-        module.fail_json(msg=str(exc) or type(exc).__name__, error=type(exc).__name__)
+        module.fail_json(msg=module_words(str(exc) or type(exc).__name__), error=type(exc).__name__)
 
 
 def jsonable(value):
@@ -174,7 +204,7 @@ def hyperv_plan(outcome):
     return jsonable(plan_document(outcome))
 
 
-def run_flow(subject, action, *, check_mode, stop, progress):
+def run_flow(subject, action, *, check_mode, stop, force, progress):
     """nestvirt's enable/disable/undo flow on `subject`, unattended: plan and, unless in
     check mode, apply without asking. Returns (outcome, undo command)."""
     from nestvirt import enable
@@ -182,7 +212,7 @@ def run_flow(subject, action, *, check_mode, stop, progress):
     outcome = enable.run(
         subject,
         action,
-        enable.FlowOptions(dry_run=check_mode, stop=stop),
+        enable.FlowOptions(dry_run=check_mode, stop=stop, force=force),
         show=lambda _outcome: None,
         confirm=lambda _outcome: True,
         progress=progress,

@@ -52,6 +52,13 @@ options:
     description: Stop a running VM for the change and start it again.
     type: bool
     default: false
+  force:
+    description:
+      - With O(state=undone), undo even though the VM was changed since nestvirt's change
+        (what that discards is lost). Without it such an undo fails and says so.
+    type: bool
+    default: false
+    version_added: "0.2.0"
 extends_documentation_fragment:
   - nestvirt.nested.nestvirt
   - nestvirt.nested.nestvirt.hyperv
@@ -171,6 +178,7 @@ def main() -> None:
             "memory": {"type": "int"},
             "mac_spoofing": {"type": "bool", "default": False},
             "stop": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
             **LIBVIRT_ARGUMENT_SPEC,
             **HYPERV_ARGUMENT_SPEC,
         },
@@ -192,6 +200,7 @@ def main() -> None:
                 ACTIONS[p["state"]],
                 check_mode=module.check_mode,
                 stop=p["stop"],
+                force=p["force"],
                 progress=progress.append,
             )
         finally:
