@@ -239,6 +239,7 @@ def read(path: str) -> dict[str, Any]:
 def status_report(path: str, vm_names: list[str], *, host_only: bool) -> Any:
     """The StatusReport of a snapshot: host and guest rules re-run on its facts."""
     from nestvirt import rules
+    from nestvirt.facts import summary
     from nestvirt.facts.linux_host import LinuxHostFacts
     from nestvirt.model import HostReport, StatusReport
     from nestvirt.rules import Platform, Target
@@ -254,7 +255,7 @@ def status_report(path: str, vm_names: list[str], *, host_only: bool) -> Any:
     findings = rules.run(Target.HOST, Platform.LINUX, facts)
     if facts.guest is not None:
         findings += rules.run(Target.GUEST, Platform.LINUX, facts.guest)
-    host = HostReport(facts.hostname, "linux", raw, tuple(findings))
+    host = HostReport(facts.hostname, "linux", raw, tuple(findings), summary.linux_host(raw))
     running = len(doc.get("qemu", {}).get("processes", []))
     notes = () if host_only else (
         f"snapshot {path} taken {doc.get('collected_at', '?')}: host rules re-run on its facts; "

@@ -149,9 +149,12 @@ class HostReport(_Judged):
     """The host's facts and findings (nestvirt.status/1 `host`)."""
 
     name: str
-    platform: str  # "linux" | "windows"
+    platform: str  # "linux" | "windows" | a registered platform's host
     facts: dict[str, Any]
     findings: tuple[Finding, ...]
+    # a few lines of the facts a user looks for first, said by whoever read the facts
+    # (the table view prints them; not part of the JSON contract)
+    summary: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {

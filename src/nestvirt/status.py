@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nestvirt import endpoint, registry, rules
 from nestvirt.errors import UsageError
-from nestvirt.facts import linux_host
+from nestvirt.facts import linux_host, summary
 from nestvirt.model import HostReport, StatusReport, to_jsonable
 from nestvirt.rules import Platform, Target
 
@@ -18,7 +18,8 @@ def host_report(*, probe_timeout: float = 2.0) -> HostReport:
     findings = rules.run(Target.HOST, Platform.LINUX, facts)
     if facts.guest is not None:  # NV-G: this machine's parent and the switch there
         findings += rules.run(Target.GUEST, Platform.LINUX, facts.guest)
-    return HostReport(facts.hostname, "linux", to_jsonable(facts), tuple(findings))
+    raw = to_jsonable(facts)
+    return HostReport(facts.hostname, "linux", raw, tuple(findings), summary.linux_host(raw))
 
 
 def status(

@@ -15,7 +15,8 @@ import pytest
 from nestvirt import registry, rules
 from nestvirt.cli import main
 from tests.toy import REGISTRATION
-from tests.toy.rules import CODE
+
+CODE = "NV-V90"  # tests/toy/rules.py: imported only while the toy platform is registered
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nestvirt"
 
@@ -31,7 +32,8 @@ def toy_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[
     registry.unregister("toy")
     rules._REGISTRY.pop(CODE, None)  # the next test imports the toy rules afresh
     rules._loaded.discard("tests.toy.rules")
-    sys.modules.pop("tests.toy.rules", None)
+    for module in ("tests.toy.rules", "tests.toy.plan", "tests.toy.platform"):
+        sys.modules.pop(module, None)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -101,6 +103,10 @@ def test_the_toy_rule_is_known_only_while_the_platform_is_registered(
     uri, _ = toy_host  # an unclaimed scheme is libvirt's again: libvirt refuses it
     code, _, err = run(capsys, "status", "-c", uri)
     assert code == 2 and err
+
+
+def test_no_toy_rule_outside_the_toy_tests() -> None:
+    assert "tests.toy.rules" not in sys.modules and CODE not in rules._REGISTRY
 
 
 def test_the_toy_platform_is_the_documented_six_files() -> None:

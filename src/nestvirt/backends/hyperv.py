@@ -7,7 +7,8 @@ the plan (nestvirt.plan_hyperv, pure) says which cmdlets, the flow
 only code that changes a VM, one cmdlet or fixed script at a time, the VM
 chosen by its Id, every value a parameter.
 
-    status:  status_report(host=…, snapshot=…, vm_names=[…]) -> StatusReport
+    status:  t = open_transport(host=…, snapshot=…); snap = read_facts(t, [names])
+             (nestvirt.platforms.hyperv judges it into a StatusReport)
     enable:  t = open_transport(host=…, snapshot=…)
              snap = read_facts(t, [vm]); vm = select_one(snap, name)
              plan = plan_hyperv.plan_enable(vm, snap.host, findings, …)
@@ -45,7 +46,7 @@ from nestvirt.facts.hyperv import (
     load_snapshot,
     parse_snapshot,
 )
-from nestvirt.model import Finding, HostReport, Plan, StatusReport, VmReport, to_jsonable
+from nestvirt.model import Plan, to_jsonable
 from nestvirt.plan_hyperv import REMOVE_SAVED_STATE, STOP, HyperVChange
 
 # The guest's credentials for PowerShell Direct (read by nestvirt.enable_hyperv.guest_credentials)
@@ -86,60 +87,6 @@ def host_facts_json(host: HyperVHostFacts) -> dict[str, Any]:
     facts: dict[str, Any] = to_jsonable(host)
     facts["cpu_vendor"] = to_jsonable(host.cpu_vendor)
     return facts
-
-
-def report_from_snapshot(snap: HyperVSnapshot, vm_names: Sequence[str] = ()) -> StatusReport:
-    """Facts → the `nestvirt.status/1` report (unknown VM name → NotFound).
-
-    Compatibility for `status_report`: the one place the backend still judges
-    (status.py and the Hyper-V platform adapter call `status_report` today). The
-    rules run through the registry; new callers judge themselves (read_facts +
-    nestvirt.enable_hyperv.host_findings / vm_findings).
-    """
-    from nestvirt import rules
-
-    def host_findings(host: HyperVHostFacts) -> list[Finding]:
-        return rules.run(rules.Target.HOST, rules.Platform.WINDOWS, host)
-
-    def vm_findings(vm: HyperVVmFacts) -> list[Finding]:
-        return rules.run(rules.Target.VM, rules.Platform.HYPERV, vm, snap.host)
-
-    vms = snap.select(list(vm_names))
-    host = HostReport(
-        name=snap.host.name,
-        platform="windows",
-        facts=host_facts_json(snap.host),
-        findings=tuple(host_findings(snap.host)),
-    )
-    return StatusReport(
-        host=host,
-        vms=tuple(VmReport(vm.name, "hyperv", vm.state_word, tuple(vm_findings(vm))) for vm in vms),
-    )
-
-
-def status_report(
-    *,
-    host: str | None,
-    snapshot: str | None,
-    vm_names: list[str],
-    user: str | None = None,
-    password: str | None = None,
-    transport: Transport | None = None,
-) -> StatusReport:
-    """`nestvirt status --hyperv [HOST] | --snapshot FILE [VM…]`.
-
-    host=None and snapshot=None: local PowerShell. host: PowerShell Remoting
-    (credentials from user/password, else NESTVIRT_HYPERV_USER/_PASSWORD, else a
-    prompt). An unknown VM name raises NotFound; connection and PowerShell
-    failures raise NestvirtError subclasses (one line).
-    """
-    t = transport or open_transport(host=host, snapshot=snapshot, user=user, password=password)
-    try:
-        snap = read_facts(t, vm_names)
-    finally:
-        if transport is None:
-            t.close()
-    return report_from_snapshot(snap, vm_names)
 
 
 # ---------------------------------------------------------------------------
@@ -375,10 +322,8 @@ __all__ = [
     "collect_snapshot",
     "open_transport",
     "read_facts",
-    "report_from_snapshot",
     "run_change",
     "select_by_id",
     "select_one",
-    "status_report",
     "write_atomic",
 ]

@@ -7,16 +7,28 @@ Reached with `--hyperv [HOST]` (local PowerShell or PowerShell Remoting) or a co
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from nestvirt import enable, endpoint
-from nestvirt.enable_hyperv import READ_ONLY, HyperVOptions, HyperVSubject, plan_document
+from nestvirt.enable_hyperv import (
+    READ_ONLY,
+    HyperVOptions,
+    HyperVSubject,
+    host_findings,
+    plan_document,
+    vm_findings,
+)
 from nestvirt.errors import UsageError
-from nestvirt.model import StatusReport, Unknown
+from nestvirt.facts import summary
+from nestvirt.facts.hyperv import HyperVSnapshot
+from nestvirt.model import HostReport, StatusReport, Unknown, VmReport
 from nestvirt.preflight import PreflightReport, hyperv_operation_facts
 from nestvirt.rules import Platform
 from nestvirt.rules.operations import Operation, judge_facts, normalize_vendor
+
+if TYPE_CHECKING:
+    from nestvirt.backends.hyperv_transport import Transport
 
 NAME = "hyperv"
 
@@ -37,11 +49,53 @@ def claims_snapshot(path: str) -> bool:
 def status(
     where: endpoint.Endpoint, vm_names: list[str], *, host_only: bool, timeout: float | None
 ) -> StatusReport:
+    host, snapshot, user = _source(where)
+    report = status_report(host=host, snapshot=snapshot, vm_names=vm_names, user=user)
+    return StatusReport(report.host) if host_only else report
+
+
+def status_report(
+    *,
+    host: str | None,
+    snapshot: str | None,
+    vm_names: list[str],
+    user: str | None = None,
+    password: str | None = None,
+    transport: Transport | None = None,
+) -> StatusReport:
+    """`nestvirt status --hyperv [HOST] | --snapshot FILE [VM…]`.
+
+    host=None and snapshot=None: local PowerShell. host: PowerShell Remoting
+    (credentials from user/password, else NESTVIRT_HYPERV_USER/_PASSWORD, else a
+    prompt). An unknown VM name raises NotFound; connection and PowerShell
+    failures raise NestvirtError subclasses (one line).
+    """
     from nestvirt.backends import hyperv as hv
 
-    host, snapshot, user = _source(where)
-    report = hv.status_report(host=host, snapshot=snapshot, vm_names=vm_names, user=user)
-    return StatusReport(report.host) if host_only else report
+    t = transport or hv.open_transport(host=host, snapshot=snapshot, user=user, password=password)
+    try:
+        snap = hv.read_facts(t, vm_names)
+    finally:
+        if transport is None:
+            t.close()
+    return report_of(snap, vm_names)
+
+
+def report_of(snap: HyperVSnapshot, vm_names: Sequence[str] = ()) -> StatusReport:
+    """Facts → the `nestvirt.status/1` report, judged by the Hyper-V rules (unknown VM
+    name → NotFound)."""
+    from nestvirt.backends import hyperv as hv
+
+    facts = hv.host_facts_json(snap.host)
+    host = HostReport(
+        snap.host.name, "windows", facts, tuple(host_findings(snap.host)),
+        summary.windows_host(facts),
+    )  # fmt: skip
+    vms = tuple(
+        VmReport(vm.name, NAME, vm.state_word, tuple(vm_findings(vm, snap.host)))
+        for vm in snap.select(list(vm_names))
+    )
+    return StatusReport(host, vms)
 
 
 def preflight(

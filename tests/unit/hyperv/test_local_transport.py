@@ -14,6 +14,7 @@ from helpers import HOSTILE
 from nestvirt.backends import hyperv, hyperv_ps
 from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError
 from nestvirt.errors import ConnectError
+from nestvirt.platforms import hyperv as hyperv_platform
 
 
 def transport(fake: Any) -> LocalTransport:
@@ -126,7 +127,7 @@ def test_no_powershell_on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_status_report_over_local_transport(demo_doc: dict[str, Any]) -> None:
     fake = FakePowerShell(demo_doc)
-    r = hyperv.status_report(
+    r = hyperv_platform.status_report(
         host=None, snapshot=None, vm_names=["DemoVM"], transport=transport(fake)
     )
     doc = r.to_json()

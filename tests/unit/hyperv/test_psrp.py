@@ -27,6 +27,7 @@ from nestvirt.backends.hyperv_transport import (
     resolve_credentials,
 )
 from nestvirt.errors import ConnectError, UsageError
+from nestvirt.platforms import hyperv as hyperv_platform
 
 PASSWORD = "s3cr3t-'$(pw)"
 
@@ -163,10 +164,10 @@ def test_status_report_remote_same_json_as_snapshot(
     path.write_text(json.dumps(demo_doc))
     st = ps.StandIn(HyperVHost(demo_doc))
     with ps.Server(st) as port:
-        live = hyperv.status_report(
+        live = hyperv_platform.status_report(
             host=None, snapshot=None, vm_names=[], transport=remote(port)
         ).to_json()
-    offline = hyperv.status_report(host=None, snapshot=str(path), vm_names=[]).to_json()
+    offline = hyperv_platform.status_report(host=None, snapshot=str(path), vm_names=[]).to_json()
     assert live == offline
 
 

@@ -18,6 +18,7 @@ from nestvirt.backends.hyperv import GuestClock
 from nestvirt.backends.hyperv_transport import LocalTransport, PowerShellError, _local_error
 from nestvirt.errors import PermissionRequired
 from nestvirt.plan_hyperv import HyperVChange
+from nestvirt.platforms import hyperv as hyperv_platform
 
 
 def transport(fake: Any) -> LocalTransport:
@@ -90,7 +91,9 @@ def test_every_fixed_script_silences_warnings_and_progress_and_frames_json() -> 
 def test_access_denied_from_get_vm_keeps_the_host_report() -> None:
     doc = load_doc("get-vm-access-denied.json")
     fake = FakePowerShell(doc, noise=True)
-    report = hyperv.status_report(host=None, snapshot=None, vm_names=[], transport=transport(fake))
+    report = hyperv_platform.status_report(
+        host=None, snapshot=None, vm_names=[], transport=transport(fake)
+    )
     (f,) = report.host.findings
     assert f.code == "NV-H29" and "required permission" in f.message
     assert report.vms == ()
@@ -98,7 +101,9 @@ def test_access_denied_from_get_vm_keeps_the_host_report() -> None:
 
 def test_home_edition_through_the_transport() -> None:
     fake = FakePowerShell(load_doc("win11-home.json"))
-    report = hyperv.status_report(host=None, snapshot=None, vm_names=[], transport=transport(fake))
+    report = hyperv_platform.status_report(
+        host=None, snapshot=None, vm_names=[], transport=transport(fake)
+    )
     found = {f.code: f for f in report.host.findings}
     assert "Microsoft Windows 11 Home" in found["NV-H22"].message
     assert str(report.host.verdict) == "not-ready"

@@ -10,9 +10,9 @@ from conftest import GIB, fixture
 from helpers import HOSTILE
 
 from nestvirt import enable_hyperv, rules
-from nestvirt.backends import hyperv
 from nestvirt.facts.hyperv import parse_snapshot
 from nestvirt.model import Severity
+from nestvirt.platforms import hyperv as hyperv_platform
 
 
 def codes(findings: Any) -> dict[str, str]:
@@ -20,7 +20,7 @@ def codes(findings: Any) -> dict[str, str]:
 
 
 def report(name: str) -> Any:
-    return hyperv.status_report(host=None, snapshot=str(fixture(name)), vm_names=[])
+    return hyperv_platform.status_report(host=None, snapshot=str(fixture(name)), vm_names=[])
 
 
 # file → (host findings {code: severity}, {vm: {code: severity}}, host verdict)

@@ -11,10 +11,10 @@ import pytest
 from conftest import GIB, fixture, load_doc
 
 from nestvirt import enable_hyperv, plan_hyperv, rules
-from nestvirt.backends import hyperv
 from nestvirt.cli import main
 from nestvirt.facts.hyperv import parse_snapshot
 from nestvirt.model import Severity, Unknown
+from nestvirt.platforms import hyperv as hyperv_platform
 from nestvirt.preflight import hyperv_operation_facts
 from nestvirt.rules import hyperv_table
 from nestvirt.rules.operations import Operation, judge_facts
@@ -287,7 +287,7 @@ def test_running_modern_vm_with_dynamic_memory_needs_no_stop() -> None:
     doc["vms"][0]["Get-VM"]["State"] = "Running"
     plan = plan_for(doc)  # no --stop, and no UsageError
     assert plan.changes == () and any("dynamic memory stays on" in n for n in plan.notes)
-    report = hyperv.report_from_snapshot(parse_snapshot(doc))
+    report = hyperv_platform.report_of(parse_snapshot(doc))
     assert str(report.vms[0].verdict) == "ready"
 
 
