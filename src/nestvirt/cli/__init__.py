@@ -277,9 +277,16 @@ def _fast_status(as_json: bool, debug: bool) -> int:
     """nestvirt.cli.status.command(vms=(), --host-only, [--json]) without click. What it
     raises is raised again inside a click command run like `app` (`_replay`), so click's
     handling (Ctrl-C or EOF as Abort after an empty line, a closed stdout as exit 1) and
-    `_mapped`'s apply as they do on the click path."""
+    `_mapped`'s apply as they do on the click path.
+
+    The cyclic garbage collector is off meanwhile: the imports (dataclasses above all)
+    make objects by the thousand and few cycles, and this process ends right after."""
+    import gc
+
+    gc.disable()
     try:
         from nestvirt import probe
+        from nestvirt.probe import result  # noqa: F401 (before the fork: both processes need it)
 
         probe.prefetch(timeout=FAST_PROBE_TIMEOUT)
         return _status_command(as_json)
@@ -289,6 +296,7 @@ def _fast_status(as_json: bool, debug: bool) -> int:
         started = sys.modules.get("nestvirt.probe")
         if started is not None:
             started.discard_prefetched()  # a probe status() did not ask for (it always does)
+        gc.enable()
 
 
 def _status_command(as_json: bool) -> int:
