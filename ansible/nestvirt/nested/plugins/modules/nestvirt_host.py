@@ -42,6 +42,14 @@ messages:
   returned: always
   type: list
   elements: str
+error:
+  description:
+    - When nestvirt refused or failed, the kind of its error, to branch on (the message is
+      in C(msg)) - C(UsageError), C(NotFound), C(ConnectError), C(PermissionRequired),
+      C(Busy), C(CannotFix), C(Interrupted) or C(NestvirtError).
+  returned: on failure
+  type: str
+  sample: UsageError
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402 (after the docs)
