@@ -175,8 +175,10 @@ def hyperv_operation_facts(
     host_vendor: str | Unknown,
     assume_no_nested_guests: bool,
     host_build: int | Unknown | None = None,
+    host: str = "this host",
 ) -> OperationFacts:
-    """`vm` is a nestvirt.facts.hyperv.HyperVVmFacts; `host_build` the host's Windows build."""
+    """`vm` is a nestvirt.facts.hyperv.HyperVVmFacts; `host_build` the host's Windows build;
+    `host` the `--hyperv` host its fixes name ("": the Windows machine nestvirt runs on)."""
     try:
         version: tuple[int, ...] | Unknown = vm.version_tuple
     except ValueError:
@@ -195,6 +197,7 @@ def hyperv_operation_facts(
         host_vendor=host_vendor,
         config_version=version,
         host_build=host_build,
+        host=host,
     )
 
 

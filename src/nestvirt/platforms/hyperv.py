@@ -117,9 +117,12 @@ def preflight(
     facts = hv.select_one(snap, vm)
     maker = snap.host.cpu_manufacturer
     vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
+    # the fixes name the host as the user reaches it: HOST, this machine (""), or the
+    # snapshot's host by name
+    reached = host if host is not None else (snap.host.name if snapshot else "")
     of = hyperv_operation_facts(
         facts, op, host_vendor=vendor, assume_no_nested_guests=assume_no_nested_guests,
-        host_build=snap.host.build,
+        host_build=snap.host.build, host=reached,
     )  # fmt: skip
     return PreflightReport(facts.name, op, NAME, tuple(judge_facts(of, Platform.HYPERV)))
 

@@ -580,8 +580,12 @@ def _hyperv_lifted(f: OperationFacts, lifted: str, fix: str) -> Iterator[Hit]:
 
 
 def hyperv_host_option(host: str) -> str:
-    """`--hyperv HOST`: the host's name when the facts know it, else the placeholder HOST."""
-    if not host or host == "this host":
+    """`--hyperv HOST`: the host's name when the facts know it ("" is the Windows machine
+    nestvirt runs on: `--hyperv ''`, which a following VM name cannot be taken for), else
+    the placeholder HOST."""
+    if host == "":
+        return "--hyperv ''"
+    if host == "this host":
         return "--hyperv HOST"
     return f"--hyperv {quote(host)}"
 
@@ -676,10 +680,10 @@ def save_restore_unsafe_hyperv(f: OperationFacts) -> Iterator[Hit]:
     """
     if f.operation is Operation.SAVE:
         fix = f"shut the nested guests down inside {f.vm} first, or shut {f.vm} down instead"
-    else:
+    else:  # Hyper-V's words, not libvirt's: there is no saved file to define without
         fix = (
-            f"boot {f.vm} fresh instead of restoring (`{virsh('managedsave-remove', f.vm)}`, "
-            "or define and start it without the saved file)"
+            f"boot {f.vm} fresh instead of restoring: delete its saved state (Hyper-V "
+            "Manager: Delete Saved State), then start it"
         )
     lifted = '"You can now Save and Start nested-enabled VMs"'
     yield from _first(

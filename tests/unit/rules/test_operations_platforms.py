@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 
 from nestvirt import rules
+from nestvirt.cli import main
 from nestvirt.rules import Platform, operations
 from nestvirt.rules.operations import judge
 
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hyperv"
 CODES = ("NV-O01", "NV-O02", "NV-O03", "NV-O04")
 CMDLET = re.compile(r"\b(?:Set|Stop|Start|Get|Save|Restore|Move)-VM\w*")
 
@@ -52,3 +57,29 @@ def test_hyperv_fixes_are_nestvirt_commands() -> None:
 def test_no_branch_on_the_accelerator_name() -> None:
     source = inspect.getsource(operations)
     assert not re.search(r"accel\s*==", source)
+
+
+def test_hyperv_fixes_name_the_host_as_the_user_reached_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a snapshot: the host it was collected on, by name (the placeholder before)
+    snapshot = str(FIXTURES / "vm-states.json")
+    code = main(["preflight", "--snapshot", snapshot, "--json", "Running1", "memory-resize"])
+    (found,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["code"] == "NV-O04"]
+    assert (
+        code == 1 and found["fix"] == "nestvirt enable --hyperv HV01 --memory SIZE --stop Running1"
+    )
+    # this Windows machine: `--hyperv ''`, so the VM name is not read as HOST
+    assert operations.hyperv_host_option("") == "--hyperv ''"
+    (local,) = judge(
+        "memory-resize", platform=Platform.HYPERV, exposes=True, running=True, vm="L1", host=""
+    )
+    assert shlex.split(local.fix or "")[2:4] == ["--hyperv", ""]
+
+
+def test_a_hyperv_restore_fix_is_not_libvirts() -> None:
+    (found,) = judge(
+        "restore", platform=Platform.HYPERV, exposes=True, running=True, vm="L1",
+        config_version=(5, 0),
+    )  # fmt: skip
+    assert "virsh" not in (found.fix or "") and "Delete Saved State" in (found.fix or "")
