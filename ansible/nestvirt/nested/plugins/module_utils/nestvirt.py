@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import inspect
 import os
 import re
 import traceback
@@ -173,28 +172,20 @@ def libvirt_subject(uri, name, options, timeout):
 
 
 def hyperv_subject(name, target, options, *, check_mode, progress):
-    """nestvirt's Hyper-V Subject of the enable flow; `target` from hyperv_target().
-
-    The password goes to the transport as a value (the constructor's `password`, or
-    NESTVIRT_HYPERV_PASSWORD in this module's own process where a release lacks it),
-    never into a command line or script text.
-    """
+    """nestvirt's Hyper-V Subject of the enable flow; `target` from hyperv_target(). The
+    password goes to the transport as a value, never into a command line or script text."""
     from nestvirt.enable_hyperv import HyperVSubject
 
-    keywords = {
-        "host": target["host"],
-        "snapshot": target["snapshot"],
-        "user": target["user"],
-        "options": options,
-        "dry_run": check_mode,
-        "progress": progress,
-    }
-    if target["password"] is not None:
-        if "password" in inspect.signature(HyperVSubject).parameters:
-            keywords["password"] = target["password"]
-        else:
-            os.environ[ENV_HYPERV_PASSWORD] = target["password"]
-    return HyperVSubject(name, **keywords)
+    return HyperVSubject(
+        name,
+        host=target["host"],
+        snapshot=target["snapshot"],
+        user=target["user"],
+        password=target["password"],
+        options=options,
+        dry_run=check_mode,
+        progress=progress,
+    )
 
 
 def hyperv_plan(outcome):
