@@ -81,3 +81,20 @@ def test_a_domain_undefined_meanwhile_is_left_out(qemu_conn: libvirt.virConnect)
         assert list(backend.all_vm_facts(conn, [listed])) == []
     finally:
         conn.close()
+
+
+def test_a_caller_that_stops_early_leaves_no_fetching_behind(many: list[str]) -> None:
+    """The caller judges each VM as it comes; stopping after the first drops the fetches
+    not started yet and ends the workers (none left running against a closed connection)."""
+    import threading
+
+    conn = session.open_connection("qemu:///system", readonly=True)
+    try:
+        doms = [backend.lookup_domain(conn, n) for n in many]
+        facts = backend.all_vm_facts(conn, doms)
+        assert next(facts).name == many[0]
+        facts.close()
+        workers = [t for t in threading.enumerate() if t.name == "nestvirt-libvirt-fetch"]
+        assert workers == []
+    finally:
+        conn.close()

@@ -171,7 +171,7 @@ class _Read:
     guest CPU's answer (guest_cpu), its interfaces before their nwfilters are followed."""
 
     domain: DomainXml
-    cpu_key: tuple[str, ...]
+    cpu_key: tuple[Any, ...]
     interfaces: tuple[
         tuple[str | None, str, str | None, str | None], ...
     ]  # mac, type, source, filter
@@ -216,7 +216,7 @@ def _assemble(
     domain = read.domain
     vendor, extensions = host_cpu(conn)
     return LibvirtVmFacts(
-        name=dom.name(),
+        name=domain.name or dom.name(),  # <name> is the domain's name (no call into libvirt)
         uri=_uri(conn),
         state=fetched.state,
         domain_type=domain.domain_type,
@@ -270,72 +270,143 @@ def all_vm_facts(
     domains (domainListGetStats, listAllDomains with filters); each domain's XML is one
     call, made by a small thread pool. A domain undefined meanwhile is left out."""
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     lv = _libvirt()
     if not domains:
         return
-    states = _batched_states(conn, domains)
-    saved = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
-    with_snapshots = _uuids_listed(conn, lv.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
-
-    def fetch(dom: libvirt_t.virDomain) -> Fetched | None:
-        key = dom.UUIDString()
-        try:
-            raw = states.get(key)
-            if raw is None:
-                raw = dom.state()[0]
-            state = _STATES.get(raw, "unknown")
-            running = raw not in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED)
-            if raw == lv.VIR_DOMAIN_CRASHED:
-                running = dom.isActive() == 1
-            managed: bool | Unknown = _has_managed_save(dom) if saved is None else key in saved
-            if with_snapshots is None:
-                count: int | Unknown = _snapshot_count(dom)
-            else:
-                count = _snapshot_count(dom) if key in with_snapshots else 0
-            return Fetched(
-                xml=inactive_xml(dom),
-                live_xml=str(dom.XMLDesc(0)) if running else None,
-                state="saved" if state == "off" and managed is True else state,
-                has_managed_save=managed,
-                snapshot_count=count,
-            )
-        except lv.libvirtError as exc:
-            if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
-                return None  # undefined while we looked
-            raise
-
-    # Each domain is read while the pool still fetches the ones after it; what is asked
-    # once per connection (capabilities, the guest CPU of each distinct definition, each
-    # nwfilter chain) is asked by `answers` as soon as a domain needs it, side by side;
-    # a domain's facts are yielded (in order) once its answers are in.
-    answers = ThreadPoolExecutor(max_workers=ANSWER_WORKERS)
+    # `answers` asks what is asked once: the three batched calls (while the pool already
+    # fetches the XML), the capabilities, and then, as soon as a domain needs them, the
+    # guest CPU of each distinct definition and each nwfilter chain, side by side; a
+    # domain is read while the pool still fetches the ones after it, and its facts are
+    # yielded (in order) once its answers are in.
+    answers = _Workers(ANSWER_WORKERS)
+    fetching = None
     try:
+        batched_states = answers.submit(_batched_states, conn, domains)
+        managed_saves = answers.submit(_uuids_listed, conn, lv.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+        snapshots = answers.submit(_uuids_listed, conn, lv.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
         for ask in (host_cpu, host_kvm, _uri):
             answers.submit(ask, conn)
+
+        def fetch(dom: libvirt_t.virDomain) -> Fetched | None:
+            key = dom.UUIDString()
+            try:
+                xml = inactive_xml(dom)
+                raw = batched_states.result().get(key)
+                if raw is None:
+                    raw = dom.state()[0]
+                state = _STATES.get(raw, "unknown")
+                running = raw not in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED)
+                if raw == lv.VIR_DOMAIN_CRASHED:
+                    running = dom.isActive() == 1
+                saved, with_snapshots = managed_saves.result(), snapshots.result()
+                managed: bool | Unknown = _has_managed_save(dom) if saved is None else key in saved
+                if with_snapshots is None:
+                    count: int | Unknown = _snapshot_count(dom)
+                else:
+                    count = _snapshot_count(dom) if key in with_snapshots else 0
+                return Fetched(
+                    xml=xml,
+                    live_xml=str(dom.XMLDesc(0)) if running else None,
+                    state="saved" if state == "off" and managed is True else state,
+                    has_managed_save=managed,
+                    snapshot_count=count,
+                )
+            except lv.libvirtError as exc:
+                if exc.get_error_code() == lv.VIR_ERR_NO_DOMAIN:
+                    return None  # undefined while we looked
+                raise
+
         waiting: deque[tuple[libvirt_t.virDomain, Fetched, _Read, Any]] = deque()
-        roots: dict[tuple[str, ...], Any] = {}  # a parsed definition for each guest-CPU key
+        roots: dict[tuple[Any, ...], Any] = {}  # a parsed definition for each guest-CPU key
         filters: set[str] = set()
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(domains)))) as pool:
-            for dom, fetched in zip(domains, pool.map(fetch, domains), strict=True):
-                if fetched is None:
-                    continue
-                read, root = _read(fetched)
-                if read.cpu_key not in roots:
-                    roots[read.cpu_key] = root
-                    answers.submit(_once, conn, read.cpu_key, _asker(conn, root, read.domain))
-                for *_, top in read.interfaces:
-                    if top and top not in filters:
-                        filters.add(top)
-                        answers.submit(_filter_chain, conn, top)
-                waiting.append((dom, fetched, read, roots[read.cpu_key]))
-                while waiting and _answered(conn, waiting[0][2]):
-                    yield _assemble(conn, *waiting.popleft())
+        fetching = _Workers(max(1, min(workers, len(domains))))
+        jobs = [fetching.submit(fetch, dom) for dom in domains]
+        for dom, job in zip(domains, jobs, strict=True):
+            fetched = job.result()
+            if fetched is None:
+                continue
+            read, root = _read(fetched)
+            if read.cpu_key not in roots:
+                roots[read.cpu_key] = root
+                answers.submit(_once, conn, read.cpu_key, _asker(conn, root, read.domain))
+            for *_, top in read.interfaces:
+                if top and top not in filters:
+                    filters.add(top)
+                    answers.submit(_filter_chain, conn, top)
+            waiting.append((dom, fetched, read, roots[read.cpu_key]))
+            while waiting and _answered(conn, waiting[0][2]):
+                yield _assemble(conn, *waiting.popleft())
         while waiting:
             yield _assemble(conn, *waiting.popleft())
-    finally:
-        answers.shutdown(wait=True)
+    finally:  # also when the caller stops early: what is not started yet is dropped
+        if fetching is not None:
+            fetching.close()
+        answers.close()
+
+
+class _Job:
+    """One call run by _Workers; result() waits for it (and raises what it raised)."""
+
+    __slots__ = ("_args", "_call", "_done", "_error", "_value")
+
+    def __init__(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._call, self._args = call, args
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def run(self, dropped: bool) -> None:
+        try:
+            if dropped:
+                raise RuntimeError("dropped: the caller stopped waiting")
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # handed to whoever waits in result()
+            self._error = exc
+        finally:
+            self._args = ()
+            self._done.set()
+
+    def result(self) -> Any:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Workers:
+    """A few threads running submitted calls in turn: what all_vm_facts needs of
+    concurrent.futures, without importing it (it imports logging and more: milliseconds
+    of every status run's start)."""
+
+    def __init__(self, count: int) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name="nestvirt-libvirt-fetch", daemon=True)
+            for _ in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> _Job:
+        job = _Job(call, args)
+        self._jobs.put(job)
+        return job
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job.run(dropped=self._closed)
+
+    def close(self) -> None:
+        """Drop the jobs not started yet, wait for the running ones, end the threads."""
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
 
 
 def _answered(conn: libvirt_t.virConnect, read: _Read) -> bool:
@@ -390,17 +461,17 @@ def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
 
 # What a connection's capabilities say does not change while it is open: each
 # answer is asked once per connection, not once per domain.
-_ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], Any]] = weakref.WeakKeyDictionary()
+_ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 _SECURE_DENIED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-_KEY_LOCKS: weakref.WeakKeyDictionary[Any, dict[tuple[str, ...], threading.Lock]] = (
+_KEY_LOCKS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], threading.Lock]] = (
     weakref.WeakKeyDictionary()
 )
 _LOCKS_LOCK = threading.Lock()
 
 
-def _once(conn: libvirt_t.virConnect, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+def _once(conn: libvirt_t.virConnect, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
     """compute() once per connection and key, also when all_vm_facts' workers ask at once
     (the others wait for the first). An answer never waits on one that waits on it: the
     guest CPU asks the URI, the translator and the host CPU, which ask nothing."""
@@ -487,17 +558,22 @@ def guest_cpu(
     return _once(conn, _guest_cpu_key(root, first), lambda: _guest_cpu(conn, root, domain))
 
 
-def _guest_cpu_key(root: Any, first: dict[str, Any]) -> tuple[str, ...]:
-    """The parts _cpu_query_xml copies, serialised as they stand (no copy per domain)."""
-    from lxml import etree
-
+def _guest_cpu_key(root: Any, first: dict[str, Any]) -> tuple[Any, ...]:
+    """The parts _cpu_query_xml copies, as nested tuples (no copy, no serialisation per
+    domain: lxml's tostring lets go of the GIL, and winning it back from the fetching
+    threads costs more than the tuples)."""
     os_node = first.get("os")
     types = [] if os_node is None else [t for t in os_node if t.tag == "type"]
     nodes = (*types, first.get("features"), first.get("cpu"), first.get("devices/emulator"))
-    key: tuple[str, ...] = ("guest-cpu", root.get("type", "kvm"), str(len(types)))
-    return key + tuple(
-        "" if n is None else etree.tostring(n, with_tail=False).decode() for n in nodes
-    )
+    return ("guest-cpu", root.get("type", "kvm"), len(types), *map(_element_key, nodes))
+
+
+def _element_key(node: Any) -> tuple[Any, ...] | None:
+    """An element as a tuple: equal tuples, equal elements (but for whitespace between
+    children, which says nothing to libvirt)."""
+    if node is None:
+        return None
+    return (node.tag, tuple(node.attrib.items()), node.text, tuple(map(_element_key, node)))
 
 
 def _guest_cpu(conn: libvirt_t.virConnect, root: Any, domain: DomainXml) -> GuestCpu:
