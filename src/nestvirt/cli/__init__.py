@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_sigint(argv: list[str] | None, *, fast: bool) -> int:
-    """main() with Ctrl-C as KeyboardInterrupt (`_sigint`) while it runs; `fast`: answer
-    `status --host-only [--json]` without click (the console entry point does)."""
+    """main() with Ctrl-C as KeyboardInterrupt (`_sigint`) while it runs; `fast`
+    (`_fast_argv`, decided by the console entry point): `status --host-only [--json]`
+    without click."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("NESTVIRT_DEBUG"))
-    fast = fast and _fast_argv(args)
     if not fast and _deferring_sigint(_click_app):
         sys.stderr.write("nestvirt: interrupted\n")  # as if it came while this module imported
         return int(ExitCode.INTERRUPTED)
@@ -335,13 +335,37 @@ def _replay(exc: BaseException, debug: bool) -> int:
 
 
 def run() -> None:
+    fast = _fast_argv(sys.argv[1:])
     try:
-        code = _with_sigint(None, fast=True)
+        code = _with_sigint(None, fast=fast)
     except KeyboardInterrupt:  # a second Ctrl-C while main() was reporting the first
         code = int(ExitCode.INTERRUPTED)
     # the work is done and said: a Ctrl-C now would only garble the interpreter's exit
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    if fast:
+        _exit_at_once(code)
     sys.exit(code)
+
+
+def _exit_at_once(code: int) -> None:
+    """End the process without the interpreter's teardown, which frees every object of
+    every module one by one (~8 ms of CPU after `status --host-only`). What of it can be
+    seen is done here: atexit functions run, stdout and stderr are flushed. Returns (to
+    the ordinary exit) when another thread still runs or a flush fails: that exit then
+    joins the thread, or reports the failed flush (exit 120) as it always does."""
+    import atexit
+
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:  # a closed pipe, say: the ordinary exit reports it
+        return
+    os._exit(code)
 
 
 if _saved_sigint is not None:
