@@ -505,12 +505,3 @@ def default_stop_timeout() -> float:
     except ValueError:
         return 120.0
 
-
-def __getattr__(name: str) -> Any:
-    """`enable.LibvirtSubject`, which moved to nestvirt.platforms.libvirt (the Ansible
-    collection's older modules still ask here)."""
-    if name == "LibvirtSubject":
-        import importlib
-
-        return importlib.import_module("nestvirt.platforms.libvirt").LibvirtSubject
-    raise AttributeError(name)

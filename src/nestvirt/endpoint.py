@@ -8,7 +8,7 @@ no backend is imported until a command opens the endpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nestvirt.errors import UsageError
 
@@ -35,6 +35,9 @@ class HyperV:
     host: str | None = None
     snapshot: str | None = None
     user: str | None = None
+    # a library caller's (Ansible's) password; the CLI leaves it to the environment or a
+    # prompt. Never shown: not in repr, so not in a traceback or a log line.
+    password: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,12 +78,23 @@ def status_report(
     finally:
         if transport is None:
             t.close()
-    return report_of(snap, vm_names)
+    return report_of(_reached(snap, host, t), vm_names)
+
+
+def _reached(snap: HyperVSnapshot, host: str | None, transport: Transport) -> HyperVSnapshot:
+    """The facts knowing how the user reached the host, so that the rules' fixes name it
+    (`--hyperv HOST`, the snapshot's host by name, `--hyperv ''` for this machine)."""
+    from nestvirt.backends import hyperv as hv
+
+    return snap.reached_through(
+        host=host, from_snapshot=isinstance(transport, hv.SnapshotTransport)
+    )
 
 
 def report_of(snap: HyperVSnapshot, vm_names: Sequence[str] = ()) -> StatusReport:
     """Facts → the `nestvirt.status/1` report, judged by the Hyper-V rules (unknown VM
-    name → NotFound)."""
+    name → NotFound). The fixes name the host as `snap.host.reached_as` says (None: the
+    placeholder HOST)."""
     from nestvirt.backends import hyperv as hv
 
     facts = hv.host_facts_json(snap.host)
@@ -111,18 +122,18 @@ def preflight(
     host, snapshot, user = _source(where)
     transport = hv.open_transport(host=host, snapshot=snapshot, user=user)
     try:
-        snap = hv.read_facts(transport, [vm])
+        snap = _reached(hv.read_facts(transport, [vm]), host, transport)
     finally:
         transport.close()  # a remote session must not outlive the question
     facts = hv.select_one(snap, vm)
     maker = snap.host.cpu_manufacturer
     vendor = maker if isinstance(maker, Unknown) else normalize_vendor(maker)
     # the fixes name the host as the user reaches it: HOST, this machine (""), or the
-    # snapshot's host by name
-    reached = host if host is not None else (snap.host.name if snapshot else "")
+    # snapshot's host by name ("this host": the placeholder HOST, when a snapshot has no name)
+    reached = snap.host.reached_as
     of = hyperv_operation_facts(
         facts, op, host_vendor=vendor, assume_no_nested_guests=assume_no_nested_guests,
-        host_build=snap.host.build, host=reached,
+        host_build=snap.host.build, host="this host" if reached is None else reached,
     )  # fmt: skip
     return PreflightReport(facts.name, op, NAME, tuple(judge_facts(of, Platform.HYPERV)))
 
@@ -170,7 +181,8 @@ def subject(
         install_hypervisor=request.install_hypervisor,
         restart=request.restart,
     )
+    password = where.password if isinstance(where, endpoint.HyperV) else None
     return Subject(
-        vm, host=host, snapshot=snapshot, user=user, options=options, dry_run=dry_run,
-        progress=progress,
+        vm, host=host, snapshot=snapshot, user=user, password=password, options=options,
+        dry_run=dry_run, progress=progress,
     )  # fmt: skip

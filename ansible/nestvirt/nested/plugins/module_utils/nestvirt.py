@@ -161,38 +161,38 @@ def hyperv_target(module):
     return {"host": host, "snapshot": snapshot, "user": user, "password": password}
 
 
-def libvirt_subject(uri, name, options, timeout):
-    """nestvirt's libvirt Subject of the enable flow (nestvirt.platforms.libvirt, or
-    nestvirt.enable in releases before the platform registry)."""
-    try:
-        from nestvirt.platforms.libvirt import LibvirtSubject
-    except ImportError:
-        from nestvirt.enable import LibvirtSubject
-    return LibvirtSubject(uri, name, options, timeout=timeout)
+def vm_subject(name, target, *, uri, timeout, memory_mib, mac_spoofing, stop, check_mode, progress):
+    """The enable flow's Subject of VM `name`, from the platform nestvirt registers for the
+    endpoint (nestvirt.enable.subject_for): libvirt at `uri`, or Hyper-V with `target` from
+    hyperv_target(). The password goes to the transport as a value, never into a command
+    line or script text."""
+    from nestvirt import enable, endpoint
 
-
-def hyperv_subject(name, target, options, *, check_mode, progress):
-    """nestvirt's Hyper-V Subject of the enable flow; `target` from hyperv_target(). The
-    password goes to the transport as a value, never into a command line or script text."""
-    from nestvirt.enable_hyperv import HyperVSubject
-
-    return HyperVSubject(
-        name,
-        host=target["host"],
-        snapshot=target["snapshot"],
-        user=target["user"],
-        password=target["password"],
-        options=options,
-        dry_run=check_mode,
-        progress=progress,
+    if target is None:
+        where = endpoint.Libvirt(uri)
+    else:
+        where = endpoint.HyperV(
+            host=target["host"],
+            snapshot=target["snapshot"],
+            user=target["user"],
+            password=target["password"],
+        )
+    request = enable.ChangeRequest(
+        memory_kib=None if memory_mib is None else memory_mib * 1024,
+        mac_spoofing=mac_spoofing,
+        stop=stop,
+    )
+    return enable.subject_for(
+        where, name, request, dry_run=check_mode, progress=progress, timeout=timeout
     )
 
 
-def hyperv_plan(outcome):
-    """The nestvirt.plan/1 document of a Hyper-V outcome: its commands pasteable PowerShell."""
-    from nestvirt.enable_hyperv import plan_document
+def plan_json(subject, outcome):
+    """The nestvirt.plan/1 document of an outcome, as the CLI's --json prints it (a Hyper-V
+    plan's commands are pasteable PowerShell)."""
+    from nestvirt import enable
 
-    return jsonable(plan_document(outcome))
+    return jsonable(enable.outcome_json(subject, outcome))
 
 
 def run_flow(subject, action, *, check_mode, stop, force, progress):

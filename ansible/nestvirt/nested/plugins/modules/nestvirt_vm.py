@@ -137,15 +137,13 @@ from ansible_collections.nestvirt.nested.plugins.module_utils.nestvirt import ( 
     HYPERV_ARGUMENT_SPEC,
     HYPERV_REQUIRED_BY,
     LIBVIRT_ARGUMENT_SPEC,
-    hyperv_plan,
-    hyperv_subject,
     hyperv_target,
-    jsonable,
-    libvirt_subject,
     nestvirt_errors,
+    plan_json,
     require_nestvirt,
     run_flow,
     text_diff,
+    vm_subject,
 )
 
 ACTIONS = {"enabled": "enable", "disabled": "disable", "undone": "undo"}
@@ -154,28 +152,19 @@ ACTIONS = {"enabled": "enable", "disabled": "disable", "undone": "undo"}
 def _subject(module, progress):
     """The flow's subject: a Hyper-V VM when a Hyper-V option is given, else libvirt."""
     p = module.params
-    memory_mib = p["memory"]
     target = hyperv_target(module)
-    if target is None:
-        from nestvirt.plan_libvirt import PlanOptions
-
-        options = PlanOptions(
-            memory_kib=None if memory_mib is None else memory_mib * 1024,
-            mac_spoofing=p["mac_spoofing"],
-            stop=p["stop"],
-        )
-        return libvirt_subject(p["uri"], p["name"], options, p["timeout"]), False
-    from nestvirt.enable_hyperv import HyperVOptions
-
-    options = HyperVOptions(
-        stop=p["stop"],
+    subject = vm_subject(
+        p["name"],
+        target,
+        uri=p["uri"],
+        timeout=p["timeout"],
+        memory_mib=p["memory"],
         mac_spoofing=p["mac_spoofing"],
-        memory_bytes=None if memory_mib is None else memory_mib * 1024 * 1024,
+        stop=p["stop"],
+        check_mode=module.check_mode,
+        progress=progress,
     )
-    subject = hyperv_subject(
-        p["name"], target, options, check_mode=module.check_mode, progress=progress
-    )
-    return subject, True
+    return subject, target is not None
 
 
 def main() -> None:
@@ -217,7 +206,7 @@ def main() -> None:
     failures = list(getattr(subject, "failures", ()))
     result = {
         "changed": changed,
-        "plan": hyperv_plan(outcome) if hyperv else jsonable(outcome.to_json()),
+        "plan": plan_json(subject, outcome),
         "messages": [*progress, *outcome.messages, *failures],
     }
     if changed and module._diff:
