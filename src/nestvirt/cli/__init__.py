@@ -304,19 +304,20 @@ def _status_command(as_json: bool) -> int:
     without --connect/--hyperv/--snapshot to the default platform (libvirt), whose answer
     is StatusReport(host_report()) and nothing else: asked directly, as here, it loads
     none of the libvirt platform's flows (enable, preflight, plans), only the host's."""
+    from nestvirt import rules
     from nestvirt.model import StatusReport
+    from nestvirt.render import print_json, print_status
     from nestvirt.status import host_report
 
+    # What host_report() and the output will import anyway, imported while the probe
+    # runs in its child (before host_report waits for it): the Linux rules.
+    rules.load(rules.Platform.LINUX)
     report = StatusReport(host_report())
     for note in report.notes:
         _echo(f"nestvirt: {note}")
     if as_json:
-        from nestvirt.render import print_json
-
         print_json(report.to_json())
     else:
-        from nestvirt.render import print_status
-
         print_status(report)
     return int(ExitCode.READY if report.verdict == "ready" else ExitCode.NOT_READY)
 

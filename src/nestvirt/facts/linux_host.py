@@ -85,6 +85,15 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
     flags = tuple(f for f in ("vmx", "svm") if f in cpuinfo.get("flags", "").split())
     modules = vendor_modules()
     device = kvm_device()
+    # The facts that do not depend on the probe first: a probe started early in a child
+    # (nestvirt.probe.prefetch) has the longest to finish before it is asked for.
+    uname = os.uname()
+    kvm_loaded = os.path.isdir(os.path.join(SYS_MODULE, "kvm"))
+    nested = {m: v for m in modules if (v := nested_param(m)) is not None}
+    memory = mem_available()
+    firmware = firmware_virt(vendor if isinstance(vendor, str) else "")
+    libvirt_qemu = libvirt_qemu_access(device)
+    container = container_facts()
     probe_result = None
     if run_probe and device.exists:
         from nestvirt.probe import run_probe as probe
@@ -98,22 +107,22 @@ def gather(*, run_probe: bool = True, probe_timeout: float = 2.0) -> LinuxHostFa
         else _hypervisor()
     )
     return LinuxHostFacts(
-        hostname=os.uname().nodename,  # gethostname(2), without importing socket
-        kernel=os.uname().release,
+        hostname=uname.nodename,  # gethostname(2), without importing socket
+        kernel=uname.release,
         cpu_vendor=vendor,
         cpu_model=cpuinfo.get("model name", Unknown("no model name in /proc/cpuinfo")),
         cpu_virt_flags=flags,
-        kvm_loaded=os.path.isdir(os.path.join(SYS_MODULE, "kvm")),
+        kvm_loaded=kvm_loaded,
         kvm_vendor_modules=modules,
-        nested={m: v for m in modules if (v := nested_param(m)) is not None},
+        nested=nested,
         kvm_device=device,
-        mem_available_bytes=mem_available(),
-        firmware_virt=firmware_virt(vendor if isinstance(vendor, str) else ""),
+        mem_available_bytes=memory,
+        firmware_virt=firmware,
         hypervisor=hypervisor,
         probe=probe_result,
-        libvirt_qemu=libvirt_qemu_access(device),
+        libvirt_qemu=libvirt_qemu,
         guest=guest_facts(hypervisor=hypervisor, probe=probe_result),
-        container=container_facts(),
+        container=container,
     )
 
 
