@@ -50,7 +50,7 @@ from nestvirt.backends.hyperv import ENV_GUEST_PASSWORD, ENV_GUEST_USER
 from nestvirt.backends.hyperv_transport import Transport
 from nestvirt.enable import DISABLE, ENABLE, UNDO, Outcome, Snapshot
 from nestvirt.errors import NestvirtError, NotFound, UsageError
-from nestvirt.facts.hyperv import HyperVHostFacts, HyperVVmFacts
+from nestvirt.facts.hyperv import HyperVHostFacts, HyperVSnapshot, HyperVVmFacts
 from nestvirt.journal import Entry
 from nestvirt.model import Finding, Plan
 from nestvirt.plan_hyperv import GUEST_ACTIONS, STATE_ACTIONS, HyperVChange
@@ -146,7 +146,7 @@ class HyperVSubject:
         self._last_read: str | None = None  # the settings as last read: a write's `before`
         self._guest_credentials: tuple[str, str] | None = None
         try:
-            snap = hyperv.read_facts(self.transport, [name])
+            snap = self._facts(name)
             vm = hyperv.select_one(snap, name)
             if not dry_run and self.read_only:
                 raise UsageError(READ_ONLY)
@@ -175,8 +175,14 @@ class HyperVSubject:
 
     # ------------------------------------------------------------ reading
 
+    def _facts(self, name: str) -> HyperVSnapshot:
+        """The facts of the host and VM `name`, knowing how the user reached the host (the
+        findings' fixes name it: `--hyperv HOST`, the snapshot's host, `--hyperv ''`)."""
+        snap = hyperv.read_facts(self.transport, [name])
+        return snap.reached_through(host=self._host, from_snapshot=self.read_only)
+
     def _read(self) -> tuple[HyperVVmFacts, HyperVHostFacts]:
-        snap = hyperv.read_facts(self.transport, [self.name])
+        snap = self._facts(self.name)
         if not self.vm_id:
             return hyperv.select_one(snap, self.name), snap.host
         for vm in snap.vms:

@@ -32,6 +32,29 @@ def test_status_snapshot_json(capsys: pytest.CaptureFixture[str]) -> None:
         "not-ready",
     )
     assert [f["code"] for f in vm["findings"]] == ["NV-V01", "NV-V02", "NV-V03", "NV-V04"]
+    # issue 13: nestvirt's own command, reaching the snapshot's host by name (the cmdlets
+    # are the plan's); DemoVM is off, so no --stop
+    assert {f["code"]: f["fix"] for f in vm["findings"]} == {
+        "NV-V01": "nestvirt enable --hyperv HV01 DemoVM",
+        "NV-V02": "nestvirt enable --hyperv HV01 DemoVM",
+        "NV-V03": "nestvirt enable --hyperv HV01 --memory 4GiB DemoVM",
+        "NV-V04": "nestvirt enable --hyperv HV01 --mac-spoofing DemoVM",
+    }
+    assert doc["host"]["facts"]["reached_as"] == "HV01"
+
+
+def test_status_local_fixes_say_hyperv_empty(
+    capsys: pytest.CaptureFixture[str], fake_host: FakePowerShell
+) -> None:
+    """This Windows machine: `--hyperv ''`, so that the VM name is not taken for HOST."""
+    code, out, err = run(capsys, "status", "--hyperv", "--json")
+    assert code == 1, err
+    (vm,) = json.loads(out)["vms"]
+    fix = {f["code"]: f["fix"] for f in vm["findings"]}["NV-V03"]
+    assert fix == "nestvirt enable --hyperv '' --memory 4GiB DemoVM"
+    # the human output shows the same, and the fix's own form works: VM after --hyperv ''
+    code, out, err = run(capsys, "status", "--hyperv", "", "DemoVM")
+    assert code == 1 and out.count("nestvirt enable --hyperv ''") == 4, out + err
 
 
 def test_status_snapshot_ready_exit_0(capsys: pytest.CaptureFixture[str]) -> None:

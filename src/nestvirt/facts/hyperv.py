@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -78,6 +78,12 @@ class HyperVHostFacts:
     tpm_present: bool | Unknown = NOT_COLLECTED  # Get-Tpm .TpmPresent
     vm_inventory: Unknown | None = None  # None: Get-VM answered; Unknown(reason) when it failed
     caller_may_manage_vms: bool | Unknown = NOT_COLLECTED  # Administrators or S-1-5-32-578
+    # Not read from the host: how the user reached it, for the fixes that name it
+    # (`nestvirt enable --hyperv HOST`). The Remoting host as given, the snapshot's host
+    # by name, or "" for this Windows machine (`--hyperv ''`); None when whoever read the
+    # facts did not say (the fixes show the placeholder HOST). Set by
+    # HyperVSnapshot.reached_through.
+    reached_as: str | None = None
 
     @property
     def machine_is_vm(self) -> bool | Unknown:
@@ -184,6 +190,19 @@ class HyperVVmFacts:
 class HyperVSnapshot:
     host: HyperVHostFacts
     vms: tuple[HyperVVmFacts, ...]
+
+    def reached_through(self, *, host: str | None, from_snapshot: bool) -> HyperVSnapshot:
+        """These facts with `host.reached_as` saying how the user reached the host.
+
+        A snapshot file names the host it was collected on (the fixes then reach that
+        host by name: `--hyperv NAME`); else the Remoting host as given, or "" for
+        local PowerShell on this machine (`host` None or "").
+        """
+        if from_snapshot:
+            reached: str | None = self.host.name or None
+        else:
+            reached = host or ""
+        return replace(self, host=replace(self.host, reached_as=reached))
 
     def select(self, names: list[str] | tuple[str, ...]) -> tuple[HyperVVmFacts, ...]:
         """The VMs named, in the order asked (all VMs when none); unknown name → NotFound.

@@ -2,15 +2,22 @@
 
 The successor of Get-NestedVirtStatus.ps1's per-VM checks and of the checks
 Enable-NestedVm.ps1 made before changing a VM, plus what later guidance added
-(configuration versions, AMD, NAT instead of MAC spoofing). Every fix is the
-PowerShell to run, with the VM name as a single-quoted literal.
+(configuration versions, AMD, NAT instead of MAC spoofing).
+
+Where `nestvirt enable` makes the change (NV-V01…V04, V07), the fix is that command
+(`nestvirt.commands.nestvirt`: shell words, quoted), naming the host as the user reached
+it (`HyperVHostFacts.reached_as`: `--hyperv HOST`, the snapshot's host by name,
+`--hyperv ''` for this machine, the placeholder HOST when not known) and with `--stop`
+when enable would need a running VM off; the cmdlets it runs are in its plan. Where
+nestvirt has no command (saved state, checkpoints, configuration version) the fix is
+the PowerShell to run, the VM name a single-quoted literal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from nestvirt.commands import ps_quote
+from nestvirt.commands import nestvirt, ps_quote
 from nestvirt.facts.hyperv import GIB, HyperVHostFacts, HyperVVmFacts
 from nestvirt.model import Severity, Unknown
 from nestvirt.rules import Hit, Platform, Target, rules_of
@@ -22,6 +29,7 @@ from nestvirt.rules.hyperv_table import (
     preview_limits,
     versioned,
 )
+from nestvirt.rules.operations import hyperv_host_option
 
 MIN_MEMORY_BYTES = 4 * GIB
 MIN_VERSION_INTEL = LIFTED_VERSION
@@ -41,6 +49,44 @@ def _version(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
+def _version_blocks(vm: HyperVVmFacts, host: HyperVHostFacts) -> bool:
+    """Is the VM's configuration version too old for nesting on this host (NV-V08's error)?
+    `nestvirt enable` refuses such a VM (an error finding no change of its clears)."""
+    have, vendor = vm.version_tuple, host.cpu_vendor
+    return have < MIN_VERSION_INTEL or (vendor == "amd" and have < MIN_VERSION_AMD)
+
+
+def _needs_off(vm: HyperVVmFacts, host: HyperVHostFacts, *, memory: bool) -> bool:
+    """Would `nestvirt enable` change a setting that needs the VM off? (plan_hyperv's
+    plan_enable: exposing VT-x/AMD-V, a new startup memory, dynamic memory on a preview
+    build.) Enable refuses a running VM then, unless given --stop."""
+    preview = is_preview_build(host.build) is True
+    return (
+        not vm.expose_virtualization_extensions or memory or (vm.dynamic_memory_enabled and preview)
+    )
+
+
+def _enable_fix(vm: HyperVVmFacts, host: HyperVHostFacts, *options: str, stop: bool = False) -> str:
+    """`nestvirt enable --hyperv HOST [OPTIONS] [--stop] VM`, as the user reached the host;
+    `--stop` where the VM runs and enable (or, with `stop`, this fix) needs it off.
+
+    Enable refuses a VM whose configuration version is too old (NV-V08): then the fix
+    says to raise it first.
+    """
+    where = "--hyperv HOST" if host.reached_as is None else hyperv_host_option(host.reached_as)
+    running = not vm.is_off and not vm.is_saved
+    if running and (stop or _needs_off(vm, host, memory="--memory" in options)):
+        options = (*options, "--stop")
+    command = nestvirt("enable", vm.name, where, *options)
+    if _version_blocks(vm, host):
+        return f"after NV-V08's {_update_version(vm)}: {command}"
+    return command
+
+
+def _update_version(vm: HyperVVmFacts) -> str:
+    return f"Update-VMVersion -Name {ps_quote(vm.name)}"
+
+
 vm_rule = rules_of(Target.VM, Platform.HYPERV)
 
 
@@ -58,11 +104,13 @@ def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
 
     ## Example
     A new VM (`ExposeVirtualizationExtensions` false): fires. After
-    `nestvirt enable VM`: does not.
+    `nestvirt enable --hyperv HOST VM`: does not.
 
     ## Fix
-    With the VM off: `Set-VMProcessor -VMName 'VM' -ExposeVirtualizationExtensions $true`
-    (`nestvirt enable VM --hyperv` does it, and the rest of this list).
+    `nestvirt enable --hyperv HOST VM` (`--hyperv ''` on this Windows machine; add
+    `--stop` for a running VM, which enable shuts down and starts again): it exposes
+    the extensions with the VM off, and does the rest of this list. A VM whose
+    configuration version is too old (NV-V08) must be upgraded first: enable refuses it.
 
     ## Sources
     docs/hyperv-facts.md#enabling-with-the-vm-off. Microsoft's preview page, "How" and step 2,
@@ -78,7 +126,7 @@ def virt_extensions_hidden(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator
         yield Hit(
             f"VM {vm.name!r} does not expose the virtualization extensions "
             "(ExposeVirtualizationExtensions is false)",
-            f"Set-VMProcessor -VMName {ps_quote(vm.name)} -ExposeVirtualizationExtensions $true",
+            _enable_fix(vm, host),
         )
 
 
@@ -107,9 +155,11 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     warning naming the Startup memory the VM keeps. False: nothing.
 
     ## Fix
-    With the VM off: `Set-VMMemory -VMName 'VM' -DynamicMemoryEnabled $false`
-    (and give it the Startup memory it needs). On 14361+ `nestvirt enable`
-    turns it off only when the VM is being stopped anyway.
+    `nestvirt enable --hyperv HOST VM` turns it off (give the VM the Startup memory
+    it needs: `--memory SIZE`). A running VM: add `--stop`; on 14361+ enable turns
+    it off only when the VM is being stopped anyway. A saved VM on 14361+ whose
+    extensions are already exposed is one enable leaves alone: the fix is then
+    Hyper-V's own command, to run once the VM is off.
 
     ## Sources
     docs/hyperv-facts.md#dynamic-memory. Microsoft's preview page, "Known issues" and FAQ ("the VM
@@ -123,7 +173,7 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     """
     if not vm.dynamic_memory_enabled:
         return
-    fix = f"Set-VMMemory -VMName {ps_quote(vm.name)} -DynamicMemoryEnabled $false"
+    fix = _dynamic_fix(vm, host)
     memory = f"startup {_gib(vm.startup_bytes)}, {_gib(vm.minimum_bytes)}–{_gib(vm.maximum_bytes)}"
     preview = is_preview_build(host.build)
     if preview is True:
@@ -140,6 +190,15 @@ def dynamic_memory(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
         fix,
         Severity.WARNING,
     )
+
+
+def _dynamic_fix(vm: HyperVVmFacts, host: HyperVHostFacts) -> str:
+    """Enable turns dynamic memory off on a preview build, with the VM off, with --stop,
+    or while it exposes the extensions (plan_hyperv's plan_enable); a saved VM that needs
+    nothing else keeps it: the cmdlet then."""
+    if vm.is_saved and not _needs_off(vm, host, memory=False):
+        return f"Set-VMMemory -VMName {ps_quote(vm.name)} -DynamicMemoryEnabled $false"
+    return _enable_fix(vm, host, stop=True)
 
 
 @vm_rule("NV-V03", "memory-below-4gib", Severity.WARNING)
@@ -159,8 +218,8 @@ def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]
     Startup 2 GiB: a warning. 4 GiB or more: nothing.
 
     ## Fix
-    With the VM off: `Set-VMMemory -VMName 'VM' -StartupBytes 4GB` (or
-    `nestvirt enable VM --memory 4GiB`).
+    `nestvirt enable --hyperv HOST --memory 4GiB VM` (add `--stop` for a running
+    VM): it sets the Startup memory with the VM off.
 
     ## Sources
     docs/hyperv-facts.md#startup-memory. Microsoft's preview page, "Requirements" (4 GB RAM),
@@ -171,7 +230,7 @@ def memory_below_4gib(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]
     if vm.startup_bytes < MIN_MEMORY_BYTES:
         yield Hit(
             f"VM {vm.name!r} starts with {_gib(vm.startup_bytes)} of memory, below 4 GiB",
-            f"Set-VMMemory -VMName {ps_quote(vm.name)} -StartupBytes {MIN_MEMORY_BYTES}",
+            _enable_fix(vm, host, "--memory", f"{MIN_MEMORY_BYTES // GIB}GiB"),
         )
 
 
@@ -199,8 +258,9 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
     no adapter: nothing.
 
     ## Fix
-    `Set-VMNetworkAdapter -VMName 'VM' -MacAddressSpoofing On` (or
-    `nestvirt enable VM --mac-spoofing`); or NAT inside the VM.
+    `nestvirt enable --hyperv HOST --mac-spoofing VM` (spoofing on for every
+    adapter of the VM; `--stop` too when enable must also expose the extensions of a
+    running VM); or NAT inside the VM.
 
     ## Sources
     docs/hyperv-facts.md#networking. Microsoft's preview page (networking),
@@ -227,8 +287,7 @@ def mac_spoofing_blocked(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[H
                 f"VM {vm.name!r} adapter {adapter.name!r}{switch} has MAC address spoofing "
                 f"{adapter.mac_address_spoofing}: nested guests get no network (or use NAT "
                 "inside the VM)",
-                f"Set-VMNetworkAdapter -VMName {ps_quote(vm.name)} -Name "
-                f"{ps_quote(adapter.name)} -MacAddressSpoofing On",
+                _enable_fix(vm, host, "--mac-spoofing"),
             )
 
 
@@ -375,8 +434,9 @@ def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
     State Running: info. State Off: nothing.
 
     ## Fix
-    `Stop-VM -Name 'VM'` before the change (or `nestvirt enable VM --stop`), then
-    `Start-VM`.
+    A running VM: `nestvirt enable --hyperv HOST --stop VM`, which shuts it down for
+    the change and starts it again. A saved one: start it and shut it down, or
+    discard its state (NV-V05).
 
     ## Sources
     docs/hyperv-facts.md#enabling-with-the-vm-off. "Run Hyper-V in a Virtual Machine with Nested
@@ -389,7 +449,9 @@ def restart_required(vm: HyperVVmFacts, host: HyperVHostFacts) -> Iterator[Hit]:
         yield Hit(
             f"VM {vm.name!r} is {vm.state_word}: nesting changes need it off and take effect "
             "at its next start",
-            f"Stop-VM -Name {ps_quote(vm.name)}",
+            _enable_fix(vm, host, stop=True)
+            if not vm.is_saved
+            else f"Stop-VM -Name {ps_quote(vm.name)}",
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import shlex
 from typing import Any
 
 import psrp_standin as ps
@@ -164,11 +165,26 @@ def test_status_report_remote_same_json_as_snapshot(
     path.write_text(json.dumps(demo_doc))
     st = ps.StandIn(HyperVHost(demo_doc))
     with ps.Server(st) as port:
+        # reached over Remoting as HV01: the snapshot's fixes name it the same way
         live = hyperv_platform.status_report(
-            host=None, snapshot=None, vm_names=[], transport=remote(port)
+            host="HV01", snapshot=None, vm_names=[], transport=remote(port)
         ).to_json()
     offline = hyperv_platform.status_report(host=None, snapshot=str(path), vm_names=[]).to_json()
     assert live == offline
+    assert live["host"]["facts"]["reached_as"] == "HV01"
+
+
+@pytest.mark.parametrize("host", ["hv01.example.com", "admin@hv 01:5986", "it's"])
+def test_status_over_remoting_fixes_name_the_host(demo_doc: dict[str, Any], host: str) -> None:
+    """Issue 13: the rules' fixes reach the host as the user did (`--hyperv HOST`)."""
+    st = ps.StandIn(HyperVHost(demo_doc))
+    with ps.Server(st) as port:
+        report = hyperv_platform.status_report(
+            host=host, snapshot=None, vm_names=[], transport=remote(port)
+        )
+    (vm,) = report.vms
+    fix = next(f.fix for f in vm.findings if f.code == "NV-V01")
+    assert shlex.split(fix or "") == ["nestvirt", "enable", "--hyperv", host, "DemoVM"]
 
 
 def test_credentials_never_in_requests_or_errors(demo_doc: dict[str, Any]) -> None:

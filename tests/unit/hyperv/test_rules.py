@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 from typing import Any
 
 import pytest
@@ -357,9 +358,8 @@ def test_v04_one_finding_per_adapter_and_nat_hint(demo_doc: dict[str, Any]) -> N
     found = [f for f in enable_hyperv.vm_findings(snap.vms[0], snap.host) if f.code == "NV-V04"]
     assert len(found) == 2
     assert all("NAT" in f.message for f in found)
-    assert (
-        found[0].fix == "Set-VMNetworkAdapter -VMName 'DemoVM' -Name 'Lab' -MacAddressSpoofing On"
-    )
+    # enable turns spoofing on for every adapter (a parsed snapshot: the host as HOST)
+    assert found[0].fix == "nestvirt enable --hyperv HOST --mac-spoofing DemoVM"
 
 
 @pytest.mark.parametrize(
@@ -426,6 +426,10 @@ def test_fixes_quote_hostile_names(demo_doc: dict[str, Any], name: str) -> None:
     demo_doc["vms"][0]["Get-VM"]["Name"] = name
     demo_doc["vms"][0]["Get-VM"]["State"] = "Saved"
     snap = parse_snapshot(demo_doc)
-    for f in enable_hyperv.vm_findings(snap.vms[0], snap.host):
+    found = enable_hyperv.vm_findings(snap.vms[0], snap.host)
+    for f in found:
         if f.fix and "VMName" in f.fix:
             assert ps_quote(name) in f.fix, f.code
+    # the nestvirt fixes (issue 13): shell words, the name the last one
+    enable = [f.fix for f in found if f.fix and f.fix.startswith("nestvirt enable ")]
+    assert enable and all(shlex.split(fix)[-1] == name for fix in enable)
