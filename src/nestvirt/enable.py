@@ -504,4 +504,3 @@ def default_stop_timeout() -> float:
         return float(value) if value else 120.0
     except ValueError:
         return 120.0
-
