@@ -58,8 +58,13 @@ TOUR: list[tuple[str, str, list[str]]] = [
     ("undo", "Back to the exact previous definition.", ["undo", VM, "--yes"]),
     ("host enable --dry-run", "What the host set-up would change.",
      ["host", "enable", "--dry-run"]),
+    ("host history", "`host enable` goes through the same journaled flow as `enable`: "
+     "`host undo` puts the files and /dev/kvm back.",
+     ["host", "history"]),
     ("guard status", "The libvirt hook that refuses restore/migrate of nested VMs.",
      ["guard", "status"]),
+    ("guard install --dry-run", "Installing it is a journaled change too (`guard undo`).",
+     ["guard", "install", "--dry-run"]),
     ("status --snapshot", "Hyper-V, offline: a snapshot collected with `nestvirt collect`.",
      ["status", "--snapshot", SNAPSHOT]),
     ("enable --snapshot --dry-run", "The PowerShell that enable would run, quoted safely.",
