@@ -277,13 +277,7 @@ def _fast_status(as_json: bool, debug: bool) -> int:
     """nestvirt.cli.status.command(vms=(), --host-only, [--json]) without click. What it
     raises is raised again inside a click command run like `app` (`_replay`), so click's
     handling (Ctrl-C or EOF as Abort after an empty line, a closed stdout as exit 1) and
-    `_mapped`'s apply as they do on the click path.
-
-    The cyclic garbage collector is off meanwhile: the imports (dataclasses above all)
-    make objects by the thousand and few cycles, and this process ends right after."""
-    import gc
-
-    gc.disable()
+    `_mapped`'s apply as they do on the click path."""
     try:
         from nestvirt import probe
         from nestvirt.probe import result  # noqa: F401 (before the fork: both processes need it)
@@ -296,7 +290,6 @@ def _fast_status(as_json: bool, debug: bool) -> int:
         started = sys.modules.get("nestvirt.probe")
         if started is not None:
             started.discard_prefetched()  # a probe status() did not ask for (it always does)
-        gc.enable()
 
 
 def _status_command(as_json: bool) -> int:
@@ -337,6 +330,13 @@ def _replay(exc: BaseException, debug: bool) -> int:
 
 def run() -> None:
     fast = _fast_argv(sys.argv[1:])
+    if fast:
+        # No cyclic garbage collection in this short process: its imports (dataclasses
+        # above all) make objects by the thousand and few cycles; collecting them,
+        # during the run or once re-enabled, costs milliseconds.
+        import gc
+
+        gc.disable()
     try:
         code = _with_sigint(None, fast=fast)
     except KeyboardInterrupt:  # a second Ctrl-C while main() was reporting the first
