@@ -123,38 +123,36 @@ _NON_SPACE = re.compile(r"\S")
 def plain_table(findings: Iterable[Finding], width: int) -> str | None:
     """findings_table(findings) as a style-less rich Console `width` wide prints it; None
     where this layout is not known to be rich's (then ask rich)."""
-    rows = [(f.code, str(f.severity), f.message, f.fix or "") for f in findings]
-    for row in rows:
+    rows = [_HEADERS]
+    for f in findings:
+        row = (f.code, str(f.severity), f.message, f.fix or "")
         for text in row:
             if not (text.isascii() and text.isprintable()):
                 return None
         if "[" in row[0] or ":" in row[0]:  # markup, emoji codes
             return None
-    rows.insert(0, _HEADERS)
-    widths = _column_widths(tuple(max(len(row[i]) for row in rows) for i in range(4)), width)
+        rows.append(row)
+    longest = tuple(max(map(len, column)) for column in zip(*rows, strict=True))
+    widths = _column_widths(longest, width)
     if min(widths) < 3:
         return None
-    blanks = [" " * w for w in widths]
-    code_w, severity_w, finding_w, fix_w = (w - 2 for w in widths)
+    code_w, severity_w, finding_w, fix_w = inner = [w - 2 for w in widths]
+    blanks = [" " * w for w in inner]
     lines: list[str] = []
     for code, severity, message, fix in rows:
-        laid = (
+        laid: tuple[tuple[str, ...], ...] = (
             _one_line(code, code_w),
             _one_line(severity, severity_w),
             _cell_lines(message, finding_w),
             _cell_lines(fix, fix_w),
         )
         height = max(len(laid[2]), len(laid[3]))
-        if height == 1:
-            lines.append(f" {laid[0][0]}  {laid[1][0]}  {laid[2][0]}  {laid[3][0]} ")
-            continue
-        for i in range(height):
-            lines.append(
-                "".join(
-                    f" {c[i]} " if i < len(c) else blank
-                    for c, blank in zip(laid, blanks, strict=True)
-                )
+        if height > 1:  # shorter cells go on with blank lines
+            laid = tuple(
+                c if len(c) == height else (*c, *(blank,) * (height - len(c)))
+                for c, blank in zip(laid, blanks, strict=True)
             )
+        lines.extend(f" {a}  {b}  {c}  {d} " for a, b, c, d in zip(*laid, strict=True))
     if sum(widths) > width:  # Console.print crops what is wider than the console
         lines = [line[:width] for line in lines]
     lines.append("")
