@@ -307,15 +307,19 @@ def print_status(report: StatusReport, out: TextIO | None = None) -> None:
     con.print(_heading(f"Host {host.name} ({host.platform})", host.verdict))
     for line in host.summary:
         con.print(f"  {line}")
-    if host.findings:
-        con.print(findings_table(host.findings))
-    # rich's layout is the cost of a 1,000-VM report: tables alike are laid out once
-    # (table_text), and each heading's styling is made once.
-    # Without styles (a file, a pipe) the tables are laid out here (plain_table).
-    layouts: dict[Any, str] = {}
-    verdicts = {v: _capture(con, _heading(_SLOT, v)).split(_SLOT) for v in Verdict}
+    # rich's layout is the cost of a 1,000-VM report: without styles (a file, a pipe) the
+    # tables are laid out here (plain_table, and rich.table is never imported), else
+    # tables alike are laid out once (table_text); each heading's styling is made once.
     width, plain = con.width, con.color_system is None  # each asks the terminal
     write = con.file.write
+    if host.findings:
+        text = plain_table(host.findings, width) if plain else None
+        if text is None:
+            con.print(findings_table(host.findings))
+        else:
+            write(text)
+    layouts: dict[Any, str] = {}
+    verdicts = {v: _capture(con, _heading(_SLOT, v)).split(_SLOT) for v in Verdict}
     for vm in report.vms:
         title = f"VM {vm.name} ({vm.backend}, {vm.state})"
         if len(title) + len(vm.verdict) + 2 < width and "[" not in title:
