@@ -93,3 +93,43 @@ def test_line_by_line_cuts_where_word_by_word_cuts(text: str, width: int) -> Non
     assert render._divide_words(text, width) == rich_cuts(text)
     if text[:1] != " ":
         assert render._divide(text, width) == rich_cuts(text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_FINDING, max_size=4),
+    st.lists(
+        st.tuples(
+            st.from_regex(r"vm-[a-z0-9]{1,30}", fullmatch=True), st.lists(_FINDING, max_size=4)
+        ),
+        max_size=6,
+    ),
+    st.integers(min_value=20, max_value=160),
+)
+def test_print_status_prints_what_rich_prints(
+    host_findings: list[Finding], vms: list[tuple[str, list[Finding]]], width: int
+) -> None:
+    """A whole status report to a file: with plain_table, and with rich laying out every
+    table (plain_table stepping aside), byte for byte."""
+    from unittest import mock
+
+    from nestvirt.model import HostReport, StatusReport, VmReport
+
+    report = StatusReport(
+        HostReport("h", "linux", {}, tuple(host_findings), ("CPU x", "/dev/kvm 0660")),
+        tuple(VmReport(name, "libvirt", "off", tuple(f)) for name, f in vms),
+    )
+
+    def printed() -> str:
+        out = io.StringIO()
+        with mock.patch.object(
+            render,
+            "console",
+            lambda o=None: Console(file=o, highlight=False, soft_wrap=False, width=width),
+        ):
+            render.print_status(report, out)
+        return out.getvalue()
+
+    laid_out_here = printed()
+    with mock.patch.object(render, "plain_table", lambda findings, width: None):
+        assert laid_out_here == printed()
