@@ -30,8 +30,9 @@ class Registration:
 
     name: str
     adapter: str
-    rule_modules: tuple[str, ...] = ()  # loaded when rules of `name` or `host` are asked for
-    host: str | None = None  # the platform of its hosts' rules ("linux", "windows")
+    rule_modules: tuple[str, ...] = ()  # its VM rules: loaded when rules of `name` are asked for
+    host: str | None = None  # the platform of its hosts' own rules ("windows")
+    host_rule_modules: tuple[str, ...] = ()  # loaded when rules of `host` are asked for
     schemes: tuple[str, ...] = ()  # `--connect URI` schemes it answers ("pve" → pve://…)
     hyperv: bool = False  # it answers `--hyperv [HOST]`
     snapshots: bool = False  # it may claim a `--snapshot FILE` (adapter.claims_snapshot)
@@ -58,8 +59,8 @@ def unregister(name: str) -> None:
 
 # fmt: off
 register(Registration("linux-snapshot", "nestvirt.platforms.linux_snapshot", snapshots=True))
-register(Registration("libvirt", "nestvirt.platforms.libvirt", ("nestvirt.rules.vm_libvirt", "nestvirt.rules.vm_libvirt_accel"), host="linux", default=True))  # noqa: E501
-register(Registration("hyperv", "nestvirt.platforms.hyperv", ("nestvirt.rules.vm_hyperv", "nestvirt.rules.host_windows"), host="windows", hyperv=True, snapshots=True))  # noqa: E501
+register(Registration("libvirt", "nestvirt.platforms.libvirt", ("nestvirt.rules.vm_libvirt", "nestvirt.rules.vm_libvirt_accel"), default=True))  # noqa: E501
+register(Registration("hyperv", "nestvirt.platforms.hyperv", ("nestvirt.rules.vm_hyperv",), host="windows", host_rule_modules=("nestvirt.rules.host_windows",), hyperv=True, snapshots=True))  # noqa: E501
 # fmt: on
 
 
@@ -67,10 +68,13 @@ def rule_modules(platform: str | None) -> dict[str, frozenset[str]]:
     """The rule modules of registered platforms judging `platform` (None: every one)."""
     found: dict[str, set[str]] = {}
     for entry in PLATFORMS.values():
-        judged = {entry.name, *([entry.host] if entry.host else [])}
-        if platform is None or platform in judged:
-            for module in entry.rule_modules:
-                found.setdefault(module, set()).update(judged)
+        for judged, modules in (
+            (entry.name, entry.rule_modules),
+            (entry.host, entry.host_rule_modules),
+        ):
+            if judged is not None and platform in (None, judged):
+                for module in modules:
+                    found.setdefault(module, set()).add(judged)
     return {m: frozenset(p) for m, p in found.items()}
 
 

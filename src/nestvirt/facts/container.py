@@ -68,6 +68,8 @@ class KvmNode:
 
 @dataclass(frozen=True, slots=True)
 class ContainerFacts:
+    """The container or CI job nestvirt runs in, and what it lets through to KVM."""
+
     kind: str | None  # docker podman kubernetes systemd-nspawn lxc chroot <other>; None: none
     evidence: tuple[str, ...]  # what named it, one line each
     ci: str | None  # "GitHub Actions", …; None: no CI variable set

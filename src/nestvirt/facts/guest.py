@@ -57,6 +57,8 @@ ReadFile = Callable[[str], str]
 
 @dataclass(frozen=True, slots=True)
 class GuestFacts:
+    """This machine seen from inside: its parent hypervisor or cloud, and the evidence."""
+
     hypervisor: HypervisorInfo | Unknown  # CPUID bit + signature, /sys/hypervisor, DMI
     dmi: dict[str, str] = field(default_factory=dict)  # DMI_KEYS that exist and are not empty
     kernel_release: str = ""

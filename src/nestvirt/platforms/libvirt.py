@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nestvirt import enable, endpoint, rules
+from nestvirt import endpoint, rules
 from nestvirt.errors import ConnectError, UsageError
-from nestvirt.journal import Entry
 from nestvirt.model import HostReport, Plan, StatusReport, Unknown, VmReport
-from nestvirt.plan_libvirt import PlanOptions
-from nestvirt.preflight import (
-    PreflightReport,
-    is_local_uri,
-    libvirt_operation_facts,
-    nested_state_capability,
-)
 from nestvirt.rules import Platform, Target
-from nestvirt.rules.operations import Operation, judge_facts
 from nestvirt.status import host_report
 from nestvirt.vocabulary import RUNNING_STATES
+
+if TYPE_CHECKING:  # the flow's modules load with the first change, not with `status`
+    from nestvirt import enable
+    from nestvirt.journal import Entry
+    from nestvirt.plan_libvirt import PlanOptions
+    from nestvirt.preflight import PreflightReport
+    from nestvirt.rules.operations import Operation
 
 NAME = "libvirt"
 
@@ -97,6 +95,13 @@ def preflight(
 ) -> PreflightReport:
     from nestvirt.backends import libvirt as backend
     from nestvirt.backends import libvirt_session as session
+    from nestvirt.preflight import (
+        PreflightReport,
+        is_local_uri,
+        libvirt_operation_facts,
+        nested_state_capability,
+    )
+    from nestvirt.rules.operations import judge_facts
 
     assert isinstance(where, endpoint.Libvirt)
     conn = session.open_connection(
@@ -138,6 +143,8 @@ def subject(
     progress: Callable[[str], None] = lambda _msg: None,
     timeout: float | None = None,
 ) -> LibvirtSubject:
+    from nestvirt.plan_libvirt import PlanOptions
+
     assert isinstance(where, endpoint.Libvirt)
     if request.install_hypervisor or request.restart:
         raise UsageError("--install-hypervisor and --restart are for Hyper-V: add --hyperv [HOST]")
@@ -164,6 +171,7 @@ class LibvirtSubject:
     ) -> None:
         from nestvirt.backends import libvirt as backend
         from nestvirt.backends import libvirt_session as session
+        from nestvirt.plan_libvirt import PlanOptions
 
         self.options = options or PlanOptions()
         self.spelled = uri  # as the user wrote it (None: the default): for printed commands
@@ -210,6 +218,7 @@ class LibvirtSubject:
             self.conn.close()
 
     def read(self) -> enable.Snapshot:
+        from nestvirt import enable
         from nestvirt.backends import libvirt as backend
 
         facts = backend.vm_facts(self.conn, self.dom)
@@ -218,6 +227,7 @@ class LibvirtSubject:
         return enable.Snapshot(backend.inactive_xml(self.dom), facts, tuple(findings), running)
 
     def plan(self, snap: enable.Snapshot, action: str, undo: Entry | None) -> Plan:
+        from nestvirt import enable
         from nestvirt import plan_libvirt as pl
 
         if action == enable.ENABLE:
@@ -272,6 +282,7 @@ class LibvirtSubject:
         return backend.inactive_xml(self.dom)
 
     def verify(self, plan: Plan, action: str) -> str | None:
+        from nestvirt import enable
         from nestvirt import plan_libvirt as pl
 
         snap = self.read()

@@ -12,10 +12,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from nestvirt.errors import NotFound
 from nestvirt.model import Finding, Severity
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Target(StrEnum):
@@ -47,6 +50,8 @@ Check = Callable[..., Iterable[Hit]]
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """A registered rule: its code, name, default severity, what it judges, and its check."""
+
     code: str
     name: str
     severity: Severity

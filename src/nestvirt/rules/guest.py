@@ -30,6 +30,8 @@ AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"
 
 @dataclass(frozen=True, slots=True)
 class Parent:
+    """Who runs this machine, as the NV-G rules name it and where its switch is."""
+
     kind: str  # hyperv wsl2 kvm proxmox vmware virtualbox xen tcg aws gcp azure ci unknown
     name: str  # for people: "Amazon EC2", "VMware", …
     evidence: str  # one line: what named it
