@@ -61,7 +61,7 @@ class Finding:
         return {
             "code": self.code,
             "name": self.name,
-            "severity": str(self.severity),
+            "severity": self.severity.value,
             "message": self.message,
             "fix": self.fix,
         }
@@ -180,7 +180,7 @@ class VmReport(_Judged):
             "name": self.name,
             "backend": self.backend,
             "state": self.state,
-            "verdict": str(self.verdict),
+            "verdict": self.verdict.value,
             "findings": self.findings_json(),
         }
 

@@ -40,6 +40,7 @@ class Registration:
 
 
 PLATFORMS: dict[str, Registration] = {}
+generation = 0  # counts changes of PLATFORMS (the rule registry caches by it)
 
 
 def register(entry: Registration) -> Registration:
@@ -49,12 +50,16 @@ def register(entry: Registration) -> Registration:
     for other in PLATFORMS.values():
         if other.name != entry.name and set(other.schemes) & set(entry.schemes):
             raise ValueError(f"{entry.name}: URI scheme already answered by {other.name}")
+    global generation
     PLATFORMS[entry.name] = entry
+    generation += 1
     return entry
 
 
 def unregister(name: str) -> None:
+    global generation
     PLATFORMS.pop(name, None)
+    generation += 1
 
 
 # fmt: off

@@ -30,7 +30,7 @@ def toy_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[
     registry.register(REGISTRATION)  # the one registration line
     yield f"toy://{store}", store
     registry.unregister("toy")
-    rules._REGISTRY.pop(CODE, None)  # the next test imports the toy rules afresh
+    rules.forget(CODE)  # the next test imports the toy rules afresh
     rules._loaded.discard("tests.toy.rules")
     for module in ("tests.toy.rules", "tests.toy.plan", "tests.toy.platform"):
         sys.modules.pop(module, None)
