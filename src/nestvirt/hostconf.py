@@ -26,7 +26,6 @@ device, and says how to reload the module (a reload stops nothing but needs no V
 from __future__ import annotations
 
 import contextlib
-import difflib
 import grp
 import json
 import os
@@ -450,34 +449,13 @@ def decode(text: str) -> HostConfig:
     return HostConfig(files, {}, device)
 
 
-def _file_lines(record: dict[str, str] | None) -> list[str]:
-    if record is None:
-        return []
-    return str(record.get("content", f"<{record.get('kind')}>\n")).splitlines(keepends=True)
-
-
 def diff_definitions(before: str, after: str) -> str:
     """A unified diff of the managed files, and one block each for a directory or the device."""
+    from nestvirt import filediff
+
     old, new = decode(before), decode(after)
-    out: list[str] = []
-    for path in sorted(old.directories.keys() & new.directories.keys()):
-        if old.directories[path] != new.directories[path]:
-            was, now = (("absent", "directory") if new.directories[path]
-                        else ("directory", "absent"))  # fmt: skip
-            out += [f"--- {path} ({was})\n", f"+++ {path} ({now})\n"]
-    for path in sorted(old.files.keys() | new.files.keys()):
-        a, b = old.files.get(path), new.files.get(path)
-        if a == b:
-            continue
-        lines = list(difflib.unified_diff(
-            _file_lines(a), _file_lines(b),
-            fromfile=f"{path} (mode {a['mode']})" if a else "/dev/null",
-            tofile=f"{path} (mode {b['mode']})" if b else "/dev/null"))  # fmt: skip
-        if not lines:  # the same text, another mode
-            lines = [f"--- {path} (mode {a and a['mode']})\n",
-                     f"+++ {path} (mode {b and b['mode']})\n"]  # fmt: skip
-        out += [line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-                for line in lines]  # fmt: skip
+    out = [filediff.directories(old.directories, new.directories)]
+    out.append(filediff.files(old.files, new.files))
     for path in sorted(old.device.keys() | new.device.keys()):
         a_dev, b_dev = old.device.get(path), new.device.get(path)
         if a_dev == b_dev:

@@ -281,6 +281,8 @@ def all_vm_facts(
     # yielded (in order) once its answers are in.
     answers = _Workers(ANSWER_WORKERS)
     fetching = None
+    limit = CALL_TIMEOUTS.get(conn)
+    stalled = False
     try:
         batched_states = answers.submit(_batched_states, conn, domains)
         managed_saves = answers.submit(_uuids_listed, conn, lv.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
@@ -323,7 +325,7 @@ def all_vm_facts(
         fetching = _Workers(max(1, min(workers, len(domains))))
         jobs = [fetching.submit(fetch, dom) for dom in domains]
         for dom, job in zip(domains, jobs, strict=True):
-            fetched = job.result()
+            fetched = job.result(limit)
             if fetched is None:
                 continue
             read, root = _read(fetched)
@@ -339,24 +341,31 @@ def all_vm_facts(
                 yield _assemble(conn, *waiting.popleft())
         while waiting:
             yield _assemble(conn, *waiting.popleft())
+    except _Stalled:
+        stalled = True
+        raise
     finally:  # also when the caller stops early: what is not started yet is dropped
         if fetching is not None:
-            fetching.close()
-        answers.close()
+            fetching.close(wait=not stalled)
+        answers.close(wait=not stalled)
 
 
 class _Job:
     """One call run by _Workers; result() waits for it (and raises what it raised)."""
 
-    __slots__ = ("_args", "_call", "_done", "_error", "_value")
+    __slots__ = ("_args", "_call", "_done", "_error", "_started", "_value")
 
     def __init__(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._call, self._args = call, args
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
+        self._started: float | None = None
 
     def run(self, dropped: bool) -> None:
+        import time
+
+        self._started = time.monotonic()
         try:
             if dropped:
                 raise RuntimeError("dropped: the caller stopped waiting")
@@ -367,11 +376,25 @@ class _Job:
             self._args = ()
             self._done.set()
 
-    def result(self) -> Any:
-        self._done.wait()
+    def result(self, limit: float | None = None) -> Any:
+        """The call's value; with `limit`, ConnectError once the call has run that long
+        unanswered (a call queued behind others is not timed until it starts)."""
+        import time
+
+        while not self._done.wait(None if limit is None else min(0.25, limit)):
+            started = self._started
+            if limit is not None and started is not None and time.monotonic() - started > limit:
+                raise _Stalled(
+                    f"libvirt: no answer from the daemon for {limit:g} s (libvirtd stopped "
+                    "answering for longer than --timeout)"
+                )
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class _Stalled(ConnectError):
+    """A call all_vm_facts waited for longer than the connection's --timeout."""
 
 
 class _Workers:
@@ -400,13 +423,15 @@ class _Workers:
         while (job := self._jobs.get()) is not None:
             job.run(dropped=self._closed)
 
-    def close(self) -> None:
-        """Drop the jobs not started yet, wait for the running ones, end the threads."""
+    def close(self, *, wait: bool = True) -> None:
+        """Drop the jobs not started yet, wait for the running ones (unless `wait` is
+        False: a stalled call may never return), end the threads."""
         self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
-        for thread in self._threads:
-            thread.join()
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def _answered(conn: libvirt_t.virConnect, read: _Read) -> bool:
@@ -462,6 +487,10 @@ def _host_cpu_from_caps(caps: str) -> tuple[str | None, tuple[str, ...]]:
 # What a connection's capabilities say does not change while it is open: each
 # answer is asked once per connection, not once per domain.
 _ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+# How long a call on a connection may go unanswered (libvirt_session.open_connection's
+# --timeout): all_vm_facts gives up on a call its workers wait for longer than that, in
+# case libvirt's keepalive does not end it (calls from several threads at once)
+CALL_TIMEOUTS: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 _SECURE_DENIED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 

@@ -108,6 +108,7 @@ def open_connection(
     if "error" in result:
         raise result["error"]
     conn = result["conn"]
+    backend.CALL_TIMEOUTS[conn] = timeout
     interval, count = keepalive(timeout)
     with contextlib.suppress(Exception):  # drivers without keepalive (test:///) say no
         conn.setKeepAlive(interval, count)

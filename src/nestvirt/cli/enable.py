@@ -181,11 +181,9 @@ def _run(
         click.echo(_applied_line(outcome, subject))
     elif dry_run and not outcome.plan.empty:
         click.echo("dry run: nothing changed")
-    if dry_run and outcome.refused:
-        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
-        if outcome.discarded and not as_json:
-            click.echo("--force would discard these changes made outside nestvirt:")
-            click.echo(outcome.discarded, nl=False)
+    from nestvirt.cli.flow_view import print_refusal
+
+    print_refusal(outcome, dry_run=dry_run, as_json=as_json)
     for message in outcome.messages:
         click.echo(f"nestvirt: {message}", err=True)
     failures = getattr(subject, "failures", [])
@@ -395,40 +393,7 @@ def history_command(
         entries = enable.history(subject, journal=book, progress=progress)
     finally:
         subject.close()
-    undone = {e.undoes for e in entries if e.action == "undo" and e.status == "done"}
-    if as_json:
-        from nestvirt.render import print_json
+    from nestvirt.cli.flow_view import print_history
 
-        print_json(
-            {
-                "schema": "nestvirt.history/1",
-                "vm": subject.name,
-                "uri": subject.uri,
-                "entries": [
-                    {
-                        "seq": e.seq,
-                        "time": e.time,
-                        "user": e.user,
-                        "action": e.action,
-                        "status": e.status,
-                        "changes": list(e.changes),
-                        "codes": list(e.codes),
-                        "undoes": e.undoes,
-                        "undone": e.seq in undone,
-                        "note": e.extra.get("note"),  # how a failure or crash was settled
-                    }
-                    for e in entries
-                ],
-                "skipped": [{"path": str(s.path), "reason": s.reason} for s in book.skipped],
-            }
-        )
-        return int(ExitCode.READY)
-    if not entries:
-        click.echo(f"{subject.name}: no changes by nestvirt on {subject.uri}")
-        return int(ExitCode.READY)
-    for e in entries:
-        what = ", ".join(e.changes) or "-"
-        extra = f" (reverts #{e.undoes})" if e.undoes else ""
-        extra += " (undone)" if e.seq in undone else ""
-        click.echo(f"#{e.seq:<3} {e.time}  {e.user:<12} {e.action:<8} {e.status:<11} {what}{extra}")
+    print_history(subject.name, subject.uri, entries, book.skipped, as_json)
     return int(ExitCode.READY)

@@ -115,11 +115,9 @@ def _run(
         confirm=_confirm(yes, as_json),
         progress=progress,
     )
-    if dry_run and outcome.refused:
-        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
-        if outcome.discarded and not as_json:
-            click.echo("--force would discard these changes made outside nestvirt:")
-            click.echo(outcome.discarded, nl=False)
+    from nestvirt.cli.flow_view import print_refusal
+
+    print_refusal(outcome, dry_run=dry_run, as_json=as_json)
     if as_json:
         from nestvirt.render import print_json
 
@@ -187,7 +185,7 @@ def undo(yes: bool, dry_run: bool, force: bool, as_json: bool) -> int:
 @options.json_output("Print nestvirt.history/1 JSON.")
 def history(as_json: bool) -> int:
     """List nestvirt's journaled changes of the guard hook, newest last."""
-    from nestvirt.cli.host import print_history
+    from nestvirt.cli.flow_view import print_history
     from nestvirt.guard import install as guard
 
     def progress(text: str) -> None:

@@ -83,11 +83,9 @@ def _run(action: str, *, yes: bool, dry_run: bool, as_json: bool, force: bool, w
         confirm=confirm_with(yes, "this host"),
         progress=_progress,
     )
-    if dry_run and outcome.refused:
-        click.echo(f"nestvirt: without --force: {outcome.refused}", err=True)
-        if outcome.discarded and not as_json:
-            click.echo("--force would discard these changes made outside nestvirt:")
-            click.echo(outcome.discarded, nl=False)
+    from nestvirt.cli.flow_view import print_refusal
+
+    print_refusal(outcome, dry_run=dry_run, as_json=as_json)
     if as_json:
         from nestvirt.render import print_json
 
@@ -146,50 +144,6 @@ def undo_command(yes: bool, dry_run: bool, force: bool, wait: float, as_json: bo
     return _run("undo", yes=yes, dry_run=dry_run, as_json=as_json, force=force, wait=wait)
 
 
-def print_history(
-    name: str, uri: str, entries: list[Any], skipped: list[Any], as_json: bool
-) -> None:
-    """A journal as `nestvirt.history/1` (the same document as `nestvirt history VM`) or lines."""
-    undone = {e.undoes for e in entries if e.action == "undo" and e.status == "done"}
-    if as_json:
-        from nestvirt.render import print_json
-
-        print_json(
-            {
-                "schema": "nestvirt.history/1",
-                "vm": name,
-                "uri": uri,
-                "entries": [
-                    {
-                        "seq": e.seq,
-                        "time": e.time,
-                        "user": e.user,
-                        "action": e.action,
-                        "status": e.status,
-                        "changes": list(e.changes),
-                        "codes": list(e.codes),
-                        "undoes": e.undoes,
-                        "undone": e.seq in undone,
-                        "note": e.extra.get("note"),
-                    }
-                    for e in entries
-                ],
-                "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
-            }
-        )
-        return
-    if not entries:
-        click.echo(f"{name}: no changes by nestvirt on {uri}")
-        return
-    for e in entries:
-        what = ", ".join(e.changes) or "-"
-        extra = f" (reverts #{e.undoes})" if e.undoes else ""
-        extra += " (undone)" if e.seq in undone else ""
-        click.echo(
-            f"#{e.seq:<3} {e.time}  {e.user:<12} {e.action:<11} {e.status:<11} {what}{extra}"
-        )
-
-
 @command.command("history")
 @options.json_output("Print nestvirt.history/1 JSON.")
 def history_command(as_json: bool) -> int:
@@ -197,6 +151,8 @@ def history_command(as_json: bool) -> int:
     from nestvirt import hostconf
 
     subject = hostconf.HostSubject()
+    from nestvirt.cli.flow_view import print_history
+
     entries, skipped = hostconf.host_history(subject.paths, progress=_progress)
     print_history(subject.name, subject.uri, entries, skipped, as_json)
     return int(ExitCode.READY)

@@ -338,37 +338,13 @@ def _decode(text: str) -> tuple[dict[str, bool], dict[str, dict[str, str] | None
         raise NestvirtError(f"the guard journal entry is not a whole {DEFINITION_SCHEMA}") from None
 
 
-def _lines(record: dict[str, str] | None) -> list[str]:
-    if record is None:
-        return []
-    return str(record.get("content", f"<{record.get('kind')}>\n")).splitlines(keepends=True)
-
-
 def diff_definitions(before: str, after: str) -> str:
     """A unified diff of the hook file; one block for qemu.d/ appearing or going."""
-    import difflib
+    from nestvirt import filediff
 
     old_dir, old_hook = _decode(before)
     new_dir, new_hook = _decode(after)
-    out: list[str] = []
-    for path in sorted(old_dir.keys() & new_dir.keys()):
-        if old_dir[path] != new_dir[path]:
-            was, now = ("absent", "directory") if new_dir[path] else ("directory", "absent")
-            out += [f"--- {path}/ ({was})\n", f"+++ {path}/ ({now})\n"]
-    for path in sorted(old_hook.keys() | new_hook.keys()):
-        a, b = old_hook.get(path), new_hook.get(path)
-        if a == b:
-            continue
-        lines = list(difflib.unified_diff(
-            _lines(a), _lines(b),
-            fromfile=f"{path} (mode {a['mode']})" if a else "/dev/null",
-            tofile=f"{path} (mode {b['mode']})" if b else "/dev/null"))  # fmt: skip
-        if not lines:  # the same text, another mode
-            lines = [f"--- {path} (mode {a and a['mode']})\n",
-                     f"+++ {path} (mode {b and b['mode']})\n"]  # fmt: skip
-        out += [line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-                for line in lines]  # fmt: skip
-    return "".join(out)
+    return filediff.directories(old_dir, new_dir, suffix="/") + filediff.files(old_hook, new_hook)
 
 
 class GuardSubject:
