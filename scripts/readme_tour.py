@@ -58,9 +58,9 @@ TOUR: list[tuple[str, str, list[str]]] = [
     ("undo", "Back to the exact previous definition.", ["undo", VM, "--yes"]),
     ("host enable --dry-run", "What the host set-up would change.",
      ["host", "enable", "--dry-run"]),
-    ("host history", "`host enable` goes through the same journaled flow as `enable`: "
-     "`host undo` puts the files and /dev/kvm back.",
-     ["host", "history"]),
+    ("host undo --dry-run", "`host enable` goes through the same journaled flow as "
+     "`enable`: `host undo` would put the files and /dev/kvm back as they were.",
+     ["host", "undo", "--dry-run"]),
     ("guard status", "The libvirt hook that refuses restore/migrate of nested VMs.",
      ["guard", "status"]),
     ("guard install --dry-run", "Installing it is a journaled change too (`guard undo`).",
