@@ -32,14 +32,7 @@ _stop_timeout = click.option(
 _plan_json = options.json_output("Print nestvirt.plan/1 JSON.")
 _timeout = options.libvirt_timeout
 
-_wait = click.option(
-    "--wait",
-    type=click.FloatRange(0, 3600),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="If another nestvirt is changing the VM, wait this long for it (then plan afresh).",
-)
+_wait = options.wait("the VM")
 
 # --memory outside this range is a typo far more often than a wish: it needs --force
 MIN_SANE_MEMORY_KIB = 256 * 1024

@@ -12,14 +12,7 @@ import click
 from nestvirt.cli import options
 from nestvirt.errors import ExitCode, UsageError
 
-_wait = click.option(
-    "--wait",
-    type=click.FloatRange(0, 3600),
-    default=0.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="If another nestvirt is changing the host, wait this long for it (then plan afresh).",
-)
+_wait = options.wait("the host")
 
 
 @click.group("host")

@@ -76,3 +76,15 @@ def libvirt_timeout(func: F) -> F:
         metavar="SECONDS",
         help="libvirt: give up when the daemon does not answer for this long.",
     )(func)
+
+
+def wait(what: str) -> Callable[[F], F]:
+    """`--wait SECONDS`: queue behind another nestvirt changing `what` (the VM, the host)."""
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0, 3600),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help=f"If another nestvirt is changing {what}, wait this long for it (then plan afresh).",
+    )
