@@ -7,6 +7,7 @@ libvirt do not pay for them.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -363,8 +364,6 @@ class _Job:
         self._started: float | None = None
 
     def run(self, dropped: bool) -> None:
-        import time
-
         self._started = time.monotonic()
         try:
             if dropped:
@@ -379,8 +378,6 @@ class _Job:
     def result(self, limit: float | None = None) -> Any:
         """The call's value; with `limit`, ConnectError once the call has run that long
         unanswered (a call queued behind others is not timed until it starts)."""
-        import time
-
         while not self._done.wait(None if limit is None else min(0.25, limit)):
             started = self._started
             if limit is not None and started is not None and time.monotonic() - started > limit:

@@ -145,9 +145,7 @@ def _run(
     """Run `action` on VM at the endpoint `where` (its platform's subject) and render the
     outcome; `request` is the enable.ChangeRequest."""
     from nestvirt import enable
-
-    def progress(text: str) -> None:
-        click.echo(f"nestvirt: {text}", err=True)
+    from nestvirt.cli.flow_view import progress
 
     subject = enable.subject_for(
         where, vm, request, dry_run=dry_run,
@@ -372,10 +370,7 @@ def history_command(
 ) -> int:
     """List nestvirt's journaled changes of VM, newest last."""
     from nestvirt import enable
-
-    def progress(text: str) -> None:
-        click.echo(f"nestvirt: {text}", err=True)
-
+    from nestvirt.cli.flow_view import progress
     from nestvirt.journal import Journal
 
     where = _where(connect, hyperv, snapshot, user)

@@ -1,11 +1,17 @@
 """What the write flow's commands (enable/disable/undo, host, guard) print besides the
-plan: why an undo without --force is refused, and a journal as `history` shows it."""
+plan: their progress, why an undo without --force is refused, and a journal as `history`
+shows it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+
+
+def progress(text: str) -> None:
+    """What the flow says on the way (settled journal entries, stops, waits): stderr."""
+    click.echo(f"nestvirt: {text}", err=True)
 
 
 def print_refusal(outcome: Any, *, dry_run: bool, as_json: bool) -> None:

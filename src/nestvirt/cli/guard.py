@@ -104,8 +104,7 @@ def _run(
     if not dry_run:
         guard.require_root(f"guard {action}")
 
-    def progress(text: str) -> None:
-        click.echo(f"nestvirt: {text}", err=True)
+    from nestvirt.cli.flow_view import progress
 
     outcome = guard.run(
         action,
@@ -185,11 +184,8 @@ def undo(yes: bool, dry_run: bool, force: bool, as_json: bool) -> int:
 @options.json_output("Print nestvirt.history/1 JSON.")
 def history(as_json: bool) -> int:
     """List nestvirt's journaled changes of the guard hook, newest last."""
-    from nestvirt.cli.flow_view import print_history
+    from nestvirt.cli.flow_view import print_history, progress
     from nestvirt.guard import install as guard
-
-    def progress(text: str) -> None:
-        click.echo(f"nestvirt: {text}", err=True)
 
     subject, entries, skipped = guard.history(progress=progress)
     print_history(subject.name, subject.uri, entries, skipped, as_json)

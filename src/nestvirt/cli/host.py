@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from nestvirt.cli import options
+from nestvirt.cli.flow_view import progress
 from nestvirt.errors import ExitCode, UsageError
 
 _wait = options.wait("the host")
@@ -18,10 +19,6 @@ _wait = options.wait("the host")
 @click.group("host")
 def command() -> None:
     """Configure this Linux host for nested virtualization (and undo it)."""
-
-
-def _progress(text: str) -> None:
-    click.echo(f"nestvirt: {text}", err=True)
 
 
 def _show(as_json: bool, dry_run: bool) -> Callable[[Any], None]:
@@ -74,7 +71,7 @@ def _run(action: str, *, yes: bool, dry_run: bool, as_json: bool, force: bool, w
         enable.FlowOptions(dry_run=dry_run, force=force, wait=wait),
         show=_show(as_json, dry_run),
         confirm=confirm_with(yes, "this host"),
-        progress=_progress,
+        progress=progress,
     )
     from nestvirt.cli.flow_view import print_refusal
 
@@ -146,6 +143,6 @@ def history_command(as_json: bool) -> int:
     subject = hostconf.HostSubject()
     from nestvirt.cli.flow_view import print_history
 
-    entries, skipped = hostconf.host_history(subject.paths, progress=_progress)
+    entries, skipped = hostconf.host_history(subject.paths, progress=progress)
     print_history(subject.name, subject.uri, entries, skipped, as_json)
     return int(ExitCode.READY)
