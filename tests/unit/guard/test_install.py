@@ -16,17 +16,6 @@ TCG_SVM = b"""<domain type='qemu'><name>l1</name><cpu mode='custom'><model>EPYC<
 <feature policy='require' name='svm'/></cpu></domain>"""
 
 
-@pytest.fixture()
-def hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    base = tmp_path / "hooks"
-    base.mkdir()
-    monkeypatch.setenv(guard.ENV_HOOKS_DIR, str(base))
-    monkeypatch.setenv("NESTVIRT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("NESTVIRT_GUARD_LOG", str(tmp_path / "guard.log"))
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    return base
-
-
 def test_render_is_a_shell_fast_path_then_this_python() -> None:
     text = guard.render_hook(python="/opt/venv/bin/python", domains="nvtest-*")
     assert text.startswith("#!/bin/sh\n") and guard.MARKER in text

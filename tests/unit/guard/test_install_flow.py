@@ -16,16 +16,6 @@ from nestvirt.guard import install as guard
 from nestvirt.journal import Journal
 
 
-@pytest.fixture()
-def hooks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    base = tmp_path / "hooks"
-    base.mkdir()
-    monkeypatch.setenv(guard.ENV_HOOKS_DIR, str(base))
-    monkeypatch.setenv("NESTVIRT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setattr(os, "geteuid", lambda: 0)  # writes the test's directory only
-    return base
-
-
 def tree(base: Path) -> dict[str, Any]:
     return {
         str(p.relative_to(base)): (
