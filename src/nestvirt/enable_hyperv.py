@@ -165,13 +165,22 @@ class HyperVSubject:
         with contextlib.suppress(Exception):  # closing a session that already failed
             self.transport.close()
 
-    def undo_command(self) -> str:
-        """`nestvirt undo VM --hyperv [HOST]`, quoted for a POSIX shell (the flow's hints)."""
-        import shlex
+    noun = "settings"  # what `undo` puts back (the flow's hints)
 
-        where = f"--hyperv {shlex.quote(self._host)}" if self._host else "--hyperv"
-        dashes = "-- " if self.name.startswith("-") else ""
-        return f"nestvirt undo {where} {dashes}{shlex.quote(self.name)}"
+    def undo_command(self) -> str:
+        """`nestvirt undo VM --hyperv [HOST]` as a shell reads it: `--hyperv` takes the next
+        word as HOST, so VM goes first (a VM named like an option: `--hyperv HOST -- VM`)."""
+        from nestvirt import commands
+
+        host = commands.quote(self._host) if self._host else "''"
+        if self.name.startswith("-"):
+            return commands.nestvirt("undo", self.name, "--hyperv", host)
+        where = f"--hyperv {host}" if self._host else "--hyperv"
+        return f"nestvirt undo {commands.quote(self.name)} {where}"
+
+    def plan_json(self, outcome: Outcome) -> dict[str, Any]:
+        """`--json`: the plan with its commands as pasteable PowerShell (plan_document)."""
+        return plan_document(outcome)
 
     # ------------------------------------------------------------ reading
 

@@ -8,7 +8,7 @@ Reached with `--hyperv [HOST]` (local PowerShell or PowerShell Remoting) or a co
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nestvirt import enable, endpoint
 from nestvirt.enable_hyperv import (
@@ -16,7 +16,6 @@ from nestvirt.enable_hyperv import (
     HyperVOptions,
     HyperVSubject,
     host_findings,
-    plan_document,
     vm_findings,
 )
 from nestvirt.errors import UsageError
@@ -138,26 +137,6 @@ def preflight(
     return PreflightReport(facts.name, op, NAME, tuple(judge_facts(of, Platform.HYPERV)))
 
 
-class Subject(HyperVSubject):
-    """HyperVSubject as the flow prints it: pasteable PowerShell in `--json`."""
-
-    noun = "settings"  # what `undo` puts back
-
-    def undo_command(self) -> str:
-        """`nestvirt undo VM --hyperv [HOST]` as a shell reads it: `--hyperv` takes the next
-        word as HOST, so VM goes first (a VM named like an option: `--hyperv HOST -- VM`)."""
-        from nestvirt import commands
-
-        host = commands.quote(self._host) if self._host else "''"
-        if self.name.startswith("-"):
-            return commands.nestvirt("undo", self.name, "--hyperv", host)
-        where = f"--hyperv {host}" if self._host else "--hyperv"
-        return f"nestvirt undo {commands.quote(self.name)} {where}"
-
-    def plan_json(self, outcome: enable.Outcome) -> dict[str, Any]:
-        return plan_document(outcome)
-
-
 def subject(
     where: endpoint.Endpoint,
     vm: str,
@@ -166,7 +145,7 @@ def subject(
     dry_run: bool = False,
     progress: Callable[[str], None] = lambda _msg: None,
     timeout: float | None = None,
-) -> Subject:
+) -> HyperVSubject:
     if request.remove_hotplug:
         raise UsageError("--remove-hotplug is for libvirt domains, not Hyper-V")
     if request.restart and not request.install_hypervisor:
@@ -182,7 +161,7 @@ def subject(
         restart=request.restart,
     )
     password = where.password if isinstance(where, endpoint.HyperV) else None
-    return Subject(
+    return HyperVSubject(
         vm, host=host, snapshot=snapshot, user=user, password=password, options=options,
         dry_run=dry_run, progress=progress,
     )  # fmt: skip
